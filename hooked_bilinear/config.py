@@ -1,0 +1,156 @@
+"""HookedBilinearConfig: the one dataclass that describes a hooked bilinear transformer."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+import torch
+
+from hooked_bilinear._tl import TransformerLensConfig
+
+NormType = Optional[Literal["LN", "LNPre", "RMS", "RMSPre"]]
+NORMALIZATION_TYPES = (None, "LN", "LNPre", "RMS", "RMSPre")
+POSITIONAL_TYPES = ("standard", "rotary", "none")
+GATES = (None, "silu", "relu", "gelu")
+INIT_SCHEMES = ("gpt2", "xavier_normal", "zeros")
+
+
+class ConfigError(ValueError):
+    """An invalid or inconsistent model configuration."""
+
+
+@dataclass
+class HookedBilinearConfig(TransformerLensConfig):
+    """Configuration of a `HookedBilinearTransformer`.
+
+    A subclass of TransformerLens's `TransformerLensConfig`, so TL utilities (patching,
+    head_detector, ActivationCache) read the fields they expect. The MLP is bilinear,
+    `MLP(x) = ((x W_l + b_l) * (x W_r + b_r)) W_out + b_out`, unless `gate` names an
+    activation applied to the left branch (GLU comparison models).
+
+    Args:
+        d_model, d_head, n_layers, n_ctx, n_heads, d_mlp, d_vocab: sizes.
+        normalization_type: None, "LN", "LNPre" (no weights), "RMS" or "RMSPre" (no weights).
+        eps: added to the variance inside the norms.
+        positional_embedding_type: "standard" (learned W_pos), "rotary" or "none".
+        rotary_dim: dimensions of each head that are rotated (default: d_head).
+        rotary_base: RoPE base.
+        attn_only: no MLPs at all.
+        attn_bias: train b_Q, b_K, b_V, b_O (they always exist, zero when untrained).
+        mlp_bias: train b_l, b_r, b_out (added before the product for b_l, b_r).
+        unembed_bias: train b_U.
+        gate: None for bilinear; "silu", "relu" or "gelu" for SwiGLU/ReGLU/GeGLU.
+        attn_scale: divisor of the attention scores (default sqrt(d_head)).
+        init_scheme: "gpt2" (normal, std init_range), "xavier_normal", or "zeros".
+        init_range: std for "gpt2" init (default 0.8 / sqrt(d_model)).
+        seed: seed for weight initialisation (None leaves the global RNG alone).
+        tokenizer_name: free-form name of the attached tokenizer, for model cards.
+        model_name: a name for the model (model cards, repr).
+    """
+
+    normalization_type: NormType = "LN"  # type: ignore[assignment]
+    positional_embedding_type: str = "standard"
+    rotary_dim: Optional[int] = None
+    rotary_base: float = 10000.0
+    attn_bias: bool = True
+    mlp_bias: bool = False
+    unembed_bias: bool = True
+    gate: Optional[str] = None
+    attn_scale: Optional[float] = None
+    init_scheme: str = "gpt2"
+    init_range: Optional[float] = None
+    seed: Optional[int] = None
+    tokenizer_name: Optional[str] = None
+    model_name: str = "custom"
+    default_prepend_bos: bool = False
+    act_fn: Optional[str] = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dtype, str):
+            self.dtype = _parse_dtype(self.dtype)
+        if self.d_vocab is None or self.d_vocab <= 0:
+            raise ConfigError(f"d_vocab must be a positive integer, got {self.d_vocab!r}")
+        for name in ("d_model", "d_head", "n_layers", "n_ctx"):
+            value = getattr(self, name)
+            minimum = 0 if name == "n_layers" else 1  # a 0-layer model is a bigram model
+            if not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        if self.device is None:
+            self.device = "cpu"  # explicit over magic: never move to a GPU behind the user's back
+        super().__post_init__()
+        if self.n_heads <= 0:
+            raise ConfigError(f"n_heads must be a positive integer, got {self.n_heads}")
+        if self.normalization_type not in NORMALIZATION_TYPES:
+            raise ConfigError(
+                f"normalization_type must be one of {NORMALIZATION_TYPES}, got {self.normalization_type!r}"
+            )
+        if self.positional_embedding_type not in POSITIONAL_TYPES:
+            raise ConfigError(
+                f"positional_embedding_type must be one of {POSITIONAL_TYPES}, "
+                f"got {self.positional_embedding_type!r}"
+            )
+        if self.gate not in GATES:
+            raise ConfigError(f"gate must be one of {GATES} (None = bilinear), got {self.gate!r}")
+        if self.init_scheme not in INIT_SCHEMES:
+            raise ConfigError(f"init_scheme must be one of {INIT_SCHEMES}, got {self.init_scheme!r}")
+        if self.positional_embedding_type == "rotary":
+            if self.rotary_dim is None:
+                self.rotary_dim = self.d_head
+            if self.rotary_dim % 2 or not 0 < self.rotary_dim <= self.d_head:
+                raise ConfigError(
+                    f"rotary_dim must be even and in (0, d_head={self.d_head}], got {self.rotary_dim}"
+                )
+        if not self.attn_only and (self.d_mlp is None or self.d_mlp <= 0):
+            raise ConfigError(f"d_mlp must be a positive integer, got {self.d_mlp!r}")
+        if self.attn_scale is None:
+            self.attn_scale = math.sqrt(self.d_head)
+        if self.init_range is None:
+            self.init_range = 0.8 / math.sqrt(self.d_model)
+        # TL fields with fixed meaning for this architecture
+        self.gated_mlp = not self.attn_only
+        self.uses_rms_norm = self.normalization_type in ("RMS", "RMSPre")
+        self.final_rms = self.uses_rms_norm
+        self.act_fn = self.gate or "bilinear"
+        self.use_attn_result = True
+        if self.n_key_value_heads is None:
+            self.n_key_value_heads = self.n_heads
+
+    @property
+    def is_bilinear(self) -> bool:
+        """True when the MLPs are bilinear (no gate activation)."""
+        return self.gate is None and not self.attn_only
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict of every field (dtype as a string)."""
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, torch.dtype):
+                value = str(value).removeprefix("torch.")
+            elif isinstance(value, torch.device):
+                value = str(value)
+            out[field.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "HookedBilinearConfig":
+        """Build a config from `to_dict` output; unknown keys raise a clear error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; expected a subset of {sorted(names)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _parse_dtype(name: str) -> torch.dtype:
+    dtype = getattr(torch, name.removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ConfigError(f"unknown dtype {name!r}; expected e.g. 'float32' or 'float64'")
+    return dtype

@@ -1,0 +1,127 @@
+"""Our own checkpoint format: `config.json` (HookedBilinearConfig fields) + `model.safetensors`."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from hooked_bilinear.config import HookedBilinearConfig
+from hooked_bilinear.errors import CheckpointError
+
+FORMAT_KEY = "hooked_bilinear_format"
+FORMAT_VERSION = 1
+
+
+def save_native(model, directory: Union[str, os.PathLike]) -> None:
+    """Write `model` to `directory` as config.json + model.safetensors (+ tokenizer files)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model.cfg.to_dict()
+    config[FORMAT_KEY] = FORMAT_VERSION
+    config["architecture"] = type(model).__name__
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    if getattr(model, "tokenizer", None) is not None:
+        model.tokenizer.save(str(directory))
+
+
+def is_native(config: dict[str, Any]) -> bool:
+    return FORMAT_KEY in config
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"no config.json in {path.parent}") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file (never pickle); corrupt or truncated files raise CheckpointError."""
+    if not path.exists():
+        raise CheckpointError(f"missing weights file {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from None
+
+
+def check_state_dict(model, state: dict[str, torch.Tensor], source: str, nonfinite: str = "warn") -> None:
+    """Compare `state` with `model.state_dict()`: missing, unexpected and mis-shaped tensors are named.
+
+    Args:
+        nonfinite: "warn" or "raise" when a tensor holds NaN or inf.
+    """
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: tensors do not match the config: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
+            f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
+        )
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise CheckpointError(
+                f"{source}: tensor {name!r} has shape {tuple(tensor.shape)} but the config expects "
+                f"{tuple(expected[name].shape)}"
+            )
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            msg = f"{source}: tensor {name!r} contains NaN or inf values"
+            if nonfinite == "raise":
+                raise CheckpointError(msg)
+            warnings.warn(msg, stacklevel=3)
+
+
+def load_native(directory: Union[str, os.PathLike], device: Optional[str] = None,
+                dtype: Optional[Union[str, torch.dtype]] = None, nonfinite: str = "warn", **overrides: Any):
+    """Load a model saved by `save_pretrained` (bit-identical weights)."""
+    from hooked_bilinear.model.hooked_bilinear_mlp import HookedBilinearMLP, HookedBilinearMLPConfig
+    from hooked_bilinear.model.hooked_bilinear_transformer import HookedBilinearTransformer
+
+    directory = Path(directory)
+    config = read_config(directory / "config.json")
+    config.pop(FORMAT_KEY, None)
+    architecture = config.pop("architecture", "HookedBilinearTransformer")
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    if device is not None:
+        config["device"] = str(device)
+    if dtype is not None:
+        config["dtype"] = str(dtype).removeprefix("torch.")
+    if architecture == "HookedBilinearMLP":
+        model_cls, cfg = HookedBilinearMLP, HookedBilinearMLPConfig(**config)
+    elif architecture == "HookedBilinearTransformer":
+        model_cls, cfg = HookedBilinearTransformer, HookedBilinearConfig.from_dict(config)
+    else:
+        raise CheckpointError(f"{directory}: unknown architecture {architecture!r}")
+    state = read_safetensors(directory / "model.safetensors")
+    model = model_cls(cfg)
+    check_state_dict(model, state, str(directory), nonfinite=nonfinite)
+    model.load_state_dict({k: v.to(cfg.dtype) for k, v in state.items()})
+    tokenizer = load_local_tokenizer(directory)
+    if tokenizer is not None:
+        model.set_tokenizer(tokenizer)
+    return model
+
+
+def load_local_tokenizer(directory: Path):
+    """A `tokenizers.Tokenizer` from `directory/tokenizer.json`, or None."""
+    path = Path(directory) / "tokenizer.json"
+    if not path.exists():
+        return None
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception on malformed files
+        raise CheckpointError(f"{path} is not a valid tokenizers JSON file: {e}") from None

@@ -1,0 +1,1 @@
+"""The hooked bilinear transformer and its weight processing."""

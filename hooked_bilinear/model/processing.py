@@ -1,0 +1,115 @@
+"""Weight processing, each step an explicit opt-in that leaves the logits unchanged (spec §3).
+
+`fold_layer_norm` is exact for LayerNorm with biases: the LN bias becomes biases on *both*
+bilinear branches (`b_l += b_ln W_l`, `b_r += b_ln W_r`), which a bilinear MLP needs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hooked_bilinear.components.norms import LayerNormPre, RMSNormPre
+from hooked_bilinear.config import ConfigError
+
+_PRE = {"LN": "LNPre", "RMS": "RMSPre", "LNPre": "LNPre", "RMSPre": "RMSPre"}
+
+
+def _fold_into(norm, weights_and_biases) -> None:
+    """Fold `norm.w` (and `norm.b`) into matrices whose input axis is -2 (d_model), in place."""
+    w = norm.w
+    b = getattr(norm, "b", None)
+    for W, bias in weights_and_biases:
+        if b is not None:
+            bias.add_(torch.matmul(b, W))
+        W.mul_(w[:, None])
+
+
+@torch.no_grad()
+def fold_layer_norm(model):
+    """Fold the norm weights into W_Q/W_K/W_V (ln1), W_l/W_r (ln2) and W_U (ln_final).
+
+    Afterwards the norms are weightless (LN -> LNPre, RMS -> RMSPre); hook names are unchanged.
+    """
+    cfg = model.cfg
+    if cfg.normalization_type not in ("LN", "RMS"):
+        return model  # nothing to fold: no norm, or already weightless
+    for block in model.blocks:
+        attn = block.attn
+        for W, b in ((attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K), (attn.W_V, attn.b_V)):
+            if hasattr(block.ln1, "b"):
+                b.add_(torch.einsum("d,hde->he", block.ln1.b, W))
+            W.mul_(block.ln1.w[None, :, None])
+        if not cfg.attn_only:
+            _fold_into(block.ln2, [(block.mlp.W_l, block.mlp.b_l), (block.mlp.W_r, block.mlp.b_r)])
+    _fold_into(model.ln_final, [(model.unembed.W_U, model.unembed.b_U)])
+    new_type = _PRE[cfg.normalization_type]
+    if cfg.normalization_type == "LN":
+        # The LN bias now lives in these biases: mark them as real (trainable) biases.
+        cfg.attn_bias = cfg.unembed_bias = True
+        if not cfg.attn_only:
+            cfg.mlp_bias = True
+        for name, p in model.named_parameters():
+            if name.rsplit(".", 1)[-1].startswith("b_"):
+                p.requires_grad_(True)
+    cfg.normalization_type = new_type
+    cfg.layer_norm_folding = True
+    pre_cls = LayerNormPre if new_type == "LNPre" else RMSNormPre
+    for block in model.blocks:
+        block.ln1 = pre_cls(cfg)
+        if not cfg.attn_only:
+            block.ln2 = pre_cls(cfg)
+    model.ln_final = pre_cls(cfg)
+    model.to(cfg.device)
+    model.setup()
+    return model
+
+
+@torch.no_grad()
+def center_writing_weights(model):
+    """Subtract the d_model-mean from W_E, W_pos, W_O, b_O, W_out, b_out. Exact only under LayerNorm."""
+    if model.cfg.normalization_type not in ("LN", "LNPre"):
+        raise ConfigError(
+            f"center_writing_weights is exact only for LayerNorm models (it relies on LN re-centring); "
+            f"this model has normalization_type={model.cfg.normalization_type!r}"
+        )
+    tensors = [model.embed.W_E]
+    if model.pos_embed is not None:
+        tensors.append(model.pos_embed.W_pos)
+    for block in model.blocks:
+        tensors += [block.attn.W_O, block.attn.b_O]
+        if not model.cfg.attn_only:
+            tensors += [block.mlp.W_out, block.mlp.b_out]
+    for t in tensors:
+        t.sub_(t.mean(-1, keepdim=True))
+    return model
+
+
+@torch.no_grad()
+def center_unembed(model):
+    """Subtract the vocab-mean of W_U and b_U; log-probs are unchanged, logits shift per position."""
+    model.unembed.W_U.sub_(model.unembed.W_U.mean(-1, keepdim=True))
+    model.unembed.b_U.sub_(model.unembed.b_U.mean())
+    return model
+
+
+@torch.no_grad()
+def fold_value_biases(model):
+    """`b_O += Σ_h b_V^h W_O^h`, `b_V = 0` (exact because every pattern row sums to 1)."""
+    for block in model.blocks:
+        attn = block.attn
+        attn.b_O.add_(torch.einsum("he,hed->d", attn.b_V, attn.W_O))
+        attn.b_V.zero_()
+    return model
+
+
+def process_weights(model, fold_ln=True, center_writing=True, center_unembed_=True, fold_value=True):
+    """TL's processing order; centering of writing weights runs only for LayerNorm models."""
+    if fold_ln:
+        fold_layer_norm(model)
+    if center_writing and model.cfg.normalization_type in ("LN", "LNPre"):
+        center_writing_weights(model)
+    if center_unembed_:
+        center_unembed(model)
+    if fold_value:
+        fold_value_biases(model)
+    return model
