@@ -1,0 +1,56 @@
+"""Shared benchmark helpers: interleaved timing with medians, machine description, table printing."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2) -> dict[str, list[float]]:
+    """Run each function `repeats` times, interleaving them so drift hits all equally; seconds per call."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def ratio_stats(times: list[float], baseline: list[float]) -> dict[str, float]:
+    """Median ratio and the spread (min/max of per-repeat ratios) against a baseline."""
+    ratios = [t / b for t, b in zip(times, baseline)]
+    return {
+        "median_s": statistics.median(times),
+        "ratio": statistics.median(times) / statistics.median(baseline),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+    }
+
+
+def machine() -> str:
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, Python {platform.python_version()}"
+    )
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for r in rows:
+        print("  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in columns))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return "" if v is None else str(v)

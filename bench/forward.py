@@ -1,0 +1,67 @@
+"""Forward-pass overhead of the hooks, as ratios against a plain un-hooked module (same math, same weights).
+
+(a) forward with no hooks, (b) run_with_cache of every hook, (c) two hook_resid_post hooks.
+Case: 2 layers, d_model 256, 4 heads, d_mlp 1024, d_vocab 1000, LayerNorm, batch 8 x 128, CPU float32.
+
+    python bench/forward.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, print_table, ratio_stats, time_interleaved  # noqa: E402
+from _plain import PlainBilinearTransformer  # noqa: E402
+
+from hooked_bilinear import HookedBilinearConfig, HookedBilinearTransformer  # noqa: E402
+
+TARGETS = {"forward (no hooks)": 1.05, "run_with_cache (all hooks)": 1.30, "two resid_post hooks": 1.05}
+
+
+def build(n_layers=2, d_model=256, n_heads=4, d_mlp=1024, d_vocab=1000, n_ctx=128, seed=0):
+    cfg = HookedBilinearConfig(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=d_model // n_heads,
+                               d_mlp=d_mlp, d_vocab=d_vocab, n_ctx=n_ctx, normalization_type="LN",
+                               mlp_bias=True, seed=seed)
+    model = HookedBilinearTransformer(cfg).eval()
+    return model, PlainBilinearTransformer(model).eval()
+
+
+def run(quick: bool = False) -> list[dict]:
+    torch.manual_seed(0)
+    model, plain = build()
+    tokens = torch.randint(0, model.cfg.d_vocab, (8, 128))
+    with torch.no_grad():
+        err = (model(tokens) - plain(tokens)).abs().max().item()
+    assert err < 1e-4, f"plain module disagrees with the hooked model: max abs error {err}"
+
+    def edit(x, hook):
+        return x * 1.0
+
+    hooks = [("blocks.0.hook_resid_post", edit), ("blocks.1.hook_resid_post", edit)]
+    fns = {
+        "plain": lambda: plain(tokens),
+        "forward (no hooks)": lambda: model(tokens),
+        "run_with_cache (all hooks)": lambda: model.run_with_cache(tokens),
+        "two resid_post hooks": lambda: model.run_with_hooks(tokens, fwd_hooks=hooks),
+    }
+    with torch.no_grad():
+        times = time_interleaved(fns, repeats=5 if quick else 15, warmup=2)
+    rows = []
+    for name, target in TARGETS.items():
+        stats = ratio_stats(times[name], times["plain"])
+        rows.append({"bench": "forward", "case": name, **stats, "baseline": "plain module",
+                     "baseline_s": sorted(times["plain"])[len(times["plain"]) // 2], "target": f"<= {target}"})
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    print(machine())
+    print_table(run(args.quick), ["case", "median_s", "ratio", "ratio_min", "ratio_max", "target"])
