@@ -170,6 +170,10 @@ class HookedBilinearTransformer(WeightAccessors, TokenizationMixin, GenerationMi
         elif isinstance(names_filter, (list, tuple)):
             check_hook_names(names_filter, self.hook_dict)
             names_filter = list(names_filter)
+        if model_args and isinstance(model_args[0], Tensor) and model_args[0].ndim == 1:
+            # forward accepts tokens [pos]; add the batch axis here, or TL's remove_batch_dim
+            # check would read pos as the batch size.
+            model_args = (model_args[0][None],) + model_args[1:]
         if remove_batch_dim and model_args and isinstance(model_args[0], Tensor) and model_args[0].ndim == 2 \
                 and model_args[0].shape[0] != 1:
             raise InputError(f"remove_batch_dim=True needs batch size 1, got tokens of shape {tuple(model_args[0].shape)}")
