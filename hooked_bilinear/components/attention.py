@@ -29,8 +29,9 @@ def rotary_tables(n_ctx: int, rotary_dim: int, base: float, dtype: torch.dtype) 
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
-def _has_fwd_hooks(hook: HookPoint) -> bool:
-    return bool(hook._forward_hooks)
+def _is_hooked(hook: HookPoint) -> bool:
+    # Backward hooks count too: a bwd-only hook on hook_result must see the per-head tensor.
+    return bool(hook._forward_hooks or hook._backward_hooks)
 
 
 class Attention(nn.Module):
@@ -105,7 +106,7 @@ class Attention(nn.Module):
         scores = scores.masked_fill(self.mask[:n, :n], float("-inf"))
         pattern = self.hook_pattern(torch.softmax(self.hook_attn_scores(scores), dim=-1))
         z = self.hook_z(torch.matmul(pattern, v.transpose(1, 2)).transpose(1, 2))
-        if _has_fwd_hooks(self.hook_result):
+        if _is_hooked(self.hook_result):
             result = self.hook_result(torch.einsum("bphe,hed->bphd", z, self.W_O))
             return result.sum(dim=-2) + self.b_O
         h, e, d = self.W_O.shape
