@@ -67,7 +67,11 @@ class HookedBilinearTransformer(WeightAccessors, TokenizationMixin, GenerationMi
     def _embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
         resid = self.hook_embed(self.embed(tokens))
         if self.pos_embed is not None:
-            resid = resid + self.hook_pos_embed(self.pos_embed(tokens))
+            pos = self.pos_embed(tokens)  # a broadcast view of W_pos
+            if self.hook_pos_embed._forward_hooks:
+                # A hook may edit it in place or keep it (the cache): hand it a copy, never W_pos itself.
+                pos = pos.clone()
+            resid = resid + self.hook_pos_embed(pos)
         return resid
 
     def forward(
