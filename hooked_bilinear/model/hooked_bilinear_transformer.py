@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from typing import Any, Callable, Literal, Optional, Union
 
@@ -47,6 +48,9 @@ class HookedBilinearTransformer(WeightAccessors, TokenizationMixin, GenerationMi
             cfg = HookedBilinearConfig(**cfg)
         if not isinstance(cfg, HookedBilinearConfig):
             raise TypeError(f"cfg must be a HookedBilinearConfig or dict, got {type(cfg).__name__}")
+        # Own copy: fold_layer_norm rewrites cfg.normalization_type, which must not leak into
+        # other models built from the same config object.
+        cfg = copy.copy(cfg)
         self.cfg = cfg
         self.embed = Embed(cfg)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
