@@ -106,6 +106,12 @@ class HookedBilinearTransformer(WeightAccessors, TokenizationMixin, GenerationMi
         """
         if return_type not in ("logits", "loss", "both", None):
             raise InputError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
+        n_layers = self.cfg.n_layers
+        for name, value in (("start_at_layer", start_at_layer), ("stop_at_layer", stop_at_layer)):
+            # Out-of-range values would slice self.blocks to nothing and return a wrong answer silently.
+            if value is not None and not (isinstance(value, int) and -n_layers <= value <= n_layers):
+                raise InputError(f"{name} must be an integer in [-n_layers, n_layers] = [{-n_layers}, {n_layers}], "
+                                 f"got {value!r}")
         if start_at_layer is None:
             if isinstance(input, (str, list)):
                 input = self.to_tokens(input, prepend_bos=prepend_bos)
