@@ -72,18 +72,29 @@ class HookedBilinearConfig(TransformerLensConfig):
     def __post_init__(self) -> None:
         if isinstance(self.dtype, str):
             self.dtype = _parse_dtype(self.dtype)
-        if self.d_vocab is None or self.d_vocab <= 0:
+        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
+            raise ConfigError(f"dtype must be a floating-point torch dtype (e.g. float32), got {self.dtype!r}")
+        if not _is_int(self.d_vocab) or self.d_vocab <= 0:
             raise ConfigError(f"d_vocab must be a positive integer, got {self.d_vocab!r}")
         for name in ("d_model", "d_head", "n_layers", "n_ctx"):
             value = getattr(self, name)
             minimum = 0 if name == "n_layers" else 1  # a 0-layer model is a bigram model
-            if not isinstance(value, int) or value < minimum:
+            if not _is_int(value) or value < minimum:
                 raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
         if self.device is None:
             self.device = "cpu"  # explicit over magic: never move to a GPU behind the user's back
         super().__post_init__()
-        if self.n_heads <= 0:
-            raise ConfigError(f"n_heads must be a positive integer, got {self.n_heads}")
+        if not _is_int(self.n_heads) or self.n_heads <= 0:
+            raise ConfigError(f"n_heads must be a positive integer, got {self.n_heads!r}")
+        if self.n_key_value_heads is not None and self.n_key_value_heads != self.n_heads:
+            raise ConfigError(
+                f"n_key_value_heads={self.n_key_value_heads!r} but grouped-query attention is not supported: "
+                f"leave it None or equal to n_heads={self.n_heads}"
+            )
+        if self.num_experts is not None:
+            raise ConfigError(f"num_experts={self.num_experts!r}: mixture-of-experts MLPs are not supported")
+        if not _is_real(self.eps) or self.eps < 0:
+            raise ConfigError(f"eps must be a finite number >= 0, got {self.eps!r}")
         if self.normalization_type not in NORMALIZATION_TYPES:
             raise ConfigError(
                 f"normalization_type must be one of {NORMALIZATION_TYPES}, got {self.normalization_type!r}"
@@ -100,16 +111,22 @@ class HookedBilinearConfig(TransformerLensConfig):
         if self.positional_embedding_type == "rotary":
             if self.rotary_dim is None:
                 self.rotary_dim = self.d_head
-            if self.rotary_dim % 2 or not 0 < self.rotary_dim <= self.d_head:
+            if not _is_int(self.rotary_dim) or self.rotary_dim % 2 or not 0 < self.rotary_dim <= self.d_head:
                 raise ConfigError(
                     f"rotary_dim must be even and in (0, d_head={self.d_head}], got {self.rotary_dim}"
                 )
-        if not self.attn_only and (self.d_mlp is None or self.d_mlp <= 0):
+            if not _is_real(self.rotary_base) or self.rotary_base <= 0:
+                raise ConfigError(f"rotary_base must be a finite number > 0, got {self.rotary_base!r}")
+        if not self.attn_only and (not _is_int(self.d_mlp) or self.d_mlp <= 0):
             raise ConfigError(f"d_mlp must be a positive integer, got {self.d_mlp!r}")
         if self.attn_scale is None:
             self.attn_scale = math.sqrt(self.d_head)
+        if not _is_real(self.attn_scale) or self.attn_scale <= 0:
+            raise ConfigError(f"attn_scale must be a finite number > 0 (scores are divided by it), got {self.attn_scale!r}")
         if self.init_range is None:
             self.init_range = 0.8 / math.sqrt(self.d_model)
+        if not _is_real(self.init_range) or self.init_range < 0:
+            raise ConfigError(f"init_range must be a finite number >= 0, got {self.init_range!r}")
         # TL fields with fixed meaning for this architecture
         self.gated_mlp = not self.attn_only
         self.uses_rms_norm = self.normalization_type in ("RMS", "RMSPre")
@@ -147,6 +164,14 @@ class HookedBilinearConfig(TransformerLensConfig):
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _parse_dtype(name: str) -> torch.dtype:
