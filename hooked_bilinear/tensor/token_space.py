@@ -52,7 +52,7 @@ class TokenBilinear:
         Pf: [m, V_out] output factors (e.g. W_out W_U).
         residual: optional residual-space tensor with Lf = W_E W_l, Rf = W_E W_r, enabling
             ``eig`` through the d_model-space Q_u (d³ instead of V³).
-        W_E: [V, d] embedding for that route; W_U: [d, V_out] unembedding (None: identity).
+        W_E: [V, d] embedding for that route; W_U: [d_out, V_out] unembedding (None: identity).
 
     Example:
         >>> tb = TokenBilinear.from_weights(model.W_E, mlp.W_l, mlp.W_r, mlp.W_out, model.W_U)
@@ -66,7 +66,7 @@ class TokenBilinear:
         Pf: Float[Tensor, "m V_out"],
         residual: BilinearTensor | None = None,
         W_E: Float[Tensor, "V d"] | None = None,
-        W_U: Float[Tensor, "d V_out"] | None = None,
+        W_U: Float[Tensor, "d_out V_out"] | None = None,
     ):
         for name, t in (("Lf", Lf), ("Rf", Rf), ("Pf", Pf)):
             check_tensor(name, t, 2)
