@@ -49,13 +49,9 @@ class Attention(nn.Module):
         self.b_K = nn.Parameter(torch.zeros(h, e, dtype=dtype), requires_grad=cfg.attn_bias)
         self.b_V = nn.Parameter(torch.zeros(h, e, dtype=dtype), requires_grad=cfg.attn_bias)
         self.b_O = nn.Parameter(torch.zeros(d, dtype=dtype), requires_grad=cfg.attn_bias)
-        mask = torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool).triu(1)
-        self.register_buffer("mask", mask, persistent=False)
         self.rotary = cfg.positional_embedding_type == "rotary"
+        self.init_buffers()
         if self.rotary:
-            cos, sin = rotary_tables(cfg.n_ctx, cfg.rotary_dim, cfg.rotary_base, dtype)
-            self.register_buffer("rotary_cos", cos, persistent=False)
-            self.register_buffer("rotary_sin", sin, persistent=False)
             self.hook_rot_q = HookPoint()  # [batch, pos, head, d_head]
             self.hook_rot_k = HookPoint()  # [batch, pos, head, d_head]
         self.hook_q = HookPoint()  # [batch, pos, head, d_head]
@@ -65,6 +61,21 @@ class Attention(nn.Module):
         self.hook_pattern = HookPoint()  # [batch, head, query_pos, key_pos]
         self.hook_z = HookPoint()  # [batch, pos, head, d_head]
         self.hook_result = HookPoint()  # [batch, pos, head, d_model]
+
+    def init_buffers(self, device=None) -> None:
+        """(Re)build the non-persistent buffers: causal `mask` [n_ctx, n_ctx] and RoPE tables.
+
+        Called by the constructor, and by loaders after building on the meta device.
+        """
+        cfg = self.cfg
+        mask = torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool, device=device).triu(1)
+        self.register_buffer("mask", mask, persistent=False)
+        if self.rotary:
+            cos, sin = rotary_tables(cfg.n_ctx, cfg.rotary_dim, cfg.rotary_base, cfg.dtype)
+            if device is not None:
+                cos, sin = cos.to(device), sin.to(device)
+            self.register_buffer("rotary_cos", cos, persistent=False)
+            self.register_buffer("rotary_sin", sin, persistent=False)
 
     @property
     def OV(self):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -14,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from hooked_bilinear.config import HookedBilinearConfig
 from hooked_bilinear.errors import CheckpointError
+from hooked_bilinear.loading.build import build_model, check_state_dict
 
 FORMAT_KEY = "hooked_bilinear_format"
 FORMAT_VERSION = 1
@@ -27,10 +27,19 @@ def save_native(model, directory: Union[str, os.PathLike]) -> None:
     config[FORMAT_KEY] = FORMAT_VERSION
     config["architecture"] = type(model).__name__
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: _own_storage(v.detach().cpu()) for k, v in model.state_dict().items()}
     save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
     if getattr(model, "tokenizer", None) is not None:
         model.tokenizer.save(str(directory))
+
+
+def _own_storage(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous tensor owning its storage: loaded models may hold views into one checkpoint
+    tensor (W_l, W_r = halves of `mlp.w`), which safetensors refuses to save as shared memory."""
+    tensor = tensor.contiguous()
+    if tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
+        tensor = tensor.clone()
+    return tensor
 
 
 def is_native(config: dict[str, Any]) -> bool:
@@ -39,11 +48,14 @@ def is_native(config: dict[str, Any]) -> bool:
 
 def read_config(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"no config.json in {path.parent}") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(config).__name__}, expected an object of config keys")
+    return config
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -56,36 +68,19 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {e}") from None
 
 
-def check_state_dict(model, state: dict[str, torch.Tensor], source: str, nonfinite: str = "warn") -> None:
-    """Compare `state` with `model.state_dict()`: missing, unexpected and mis-shaped tensors are named.
-
-    Args:
-        nonfinite: "warn" or "raise" when a tensor holds NaN or inf.
-    """
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{source}: tensors do not match the config: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
-            f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
-        )
-    for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise CheckpointError(
-                f"{source}: tensor {name!r} has shape {tuple(tensor.shape)} but the config expects "
-                f"{tuple(expected[name].shape)}"
-            )
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            msg = f"{source}: tensor {name!r} contains NaN or inf values"
-            if nonfinite == "raise":
-                raise CheckpointError(msg)
-            warnings.warn(msg, stacklevel=3)
-
-
 def load_native(directory: Union[str, os.PathLike], device: Optional[str] = None,
                 dtype: Optional[Union[str, torch.dtype]] = None, nonfinite: str = "warn", **overrides: Any):
-    """Load a model saved by `save_pretrained` (bit-identical weights)."""
+    """Load a model saved by `save_pretrained` (bit-identical weights).
+
+    Args:
+        directory: folder with config.json + model.safetensors (+ tokenizer.json).
+        device, dtype: where and in which float type the weights end up (default: as saved).
+        nonfinite: "warn", "raise" or "ignore" when a tensor holds NaN or inf.
+        **overrides: config fields to replace (None values are ignored).
+
+    Raises:
+        CheckpointError: missing/corrupt files, or tensors that do not match the config (named).
+    """
     from hooked_bilinear.model.hooked_bilinear_mlp import HookedBilinearMLP, HookedBilinearMLPConfig
     from hooked_bilinear.model.hooked_bilinear_transformer import HookedBilinearTransformer
 
@@ -105,9 +100,7 @@ def load_native(directory: Union[str, os.PathLike], device: Optional[str] = None
     else:
         raise CheckpointError(f"{directory}: unknown architecture {architecture!r}")
     state = read_safetensors(directory / "model.safetensors")
-    model = model_cls(cfg)
-    check_state_dict(model, state, str(directory), nonfinite=nonfinite)
-    model.load_state_dict({k: v.to(cfg.dtype) for k, v in state.items()})
+    model = build_model(model_cls, cfg, state, str(directory), nonfinite=nonfinite)
     tokenizer = load_local_tokenizer(directory)
     if tokenizer is not None:
         model.set_tokenizer(tokenizer)

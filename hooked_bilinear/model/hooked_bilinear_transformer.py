@@ -17,7 +17,7 @@ from hooked_bilinear.errors import InputError, NotBilinearError
 from hooked_bilinear.hook_point import HookPoint
 from hooked_bilinear.model import processing
 from hooked_bilinear.model.generate import GenerationMixin
-from hooked_bilinear.model.init import init_weights
+from hooked_bilinear.model.init import init_skipped, init_weights
 from hooked_bilinear.model.tokenization import TokenizationMixin
 from hooked_bilinear.model.validation import check_hook_names, check_residual, check_tokens
 from hooked_bilinear.model.weights import WeightAccessors
@@ -60,8 +60,9 @@ class HookedBilinearTransformer(WeightAccessors, TokenizationMixin, GenerationMi
         self.blocks = nn.ModuleList([TransformerBlock(cfg, layer) for layer in range(cfg.n_layers)])
         self.ln_final = make_norm(cfg)
         self.unembed = Unembed(cfg)
-        init_weights(self, cfg)
-        self.to(cfg.device)
+        if not init_skipped():  # a loader builds on the meta device and assigns every tensor
+            init_weights(self, cfg)
+            self.to(cfg.device)
         self.setup()
         self.tokenizer = None
         if tokenizer is not None:

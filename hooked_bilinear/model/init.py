@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
 
 from hooked_bilinear.config import HookedBilinearConfig
+
+
+_SKIP_INIT: ContextVar[bool] = ContextVar("hooked_bilinear_skip_init", default=False)
+
+
+@contextmanager
+def skip_init() -> Iterator[None]:
+    """Build models on the meta device with no weight initialisation.
+
+    For loaders that assign every tensor themselves (`load_state_dict(..., assign=True)`):
+    random initialisation of a 30M-parameter model costs more than reading its checkpoint.
+    Non-persistent buffers (causal mask, RoPE tables) must then be rebuilt with `init_buffers`.
+    """
+    token = _SKIP_INIT.set(True)
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        _SKIP_INIT.reset(token)
+
+
+def init_skipped() -> bool:
+    """True inside `skip_init()`: constructors leave weights uninitialised on the meta device."""
+    return _SKIP_INIT.get()
 
 
 def init_weights(model: nn.Module, cfg: HookedBilinearConfig, generator: Optional[torch.Generator] = None) -> None:
