@@ -20,27 +20,34 @@ def bundled_models() -> list[str]:
 
 
 def load_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
-    """Load a model by bundled name, local folder, or Hub id.
+    """Load a model by bundled name, local folder or file, or Hub id.
 
-    Resolution order: a bundled zoo name; a local folder (our format, or a public format detected
-    from its config keys); a Hub id (through the local HF cache, honouring HF_HUB_OFFLINE).
+    Resolution order: a bundled zoo name; a local folder in our format; anything else goes to
+    `load_public` (public formats detected from config keys, local or through the HF cache,
+    honouring HF_HUB_OFFLINE). `fold_ln=True` folds the norm weights in every case.
+
+    Raises:
+        CheckpointError: the name is none of these, or its files are missing or do not match.
     """
     name = str(name_or_path)
-    if name in bundled_models():
-        return load_native(ZOO_DIR / name, **kwargs)
     path = Path(name).expanduser()
-    if path.is_dir() and (path / "config.json").exists():
-        if is_native(read_config(path / "config.json")):
-            return load_native(path, **kwargs)
-    try:
-        from hooked_bilinear.loading.hub import load_public
-    except ImportError:  # the public-format loader is optional until it exists
-        load_public = None
-    if load_public is not None:
-        return load_public(name, **kwargs)
-    if path.exists():
-        raise CheckpointError(f"{name} is not a hooked_bilinear checkpoint folder (config.json + model.safetensors)")
-    raise CheckpointError(f"unknown model {name!r}; bundled models: {bundled_models()}")
+    folder = ZOO_DIR / name if name in bundled_models() else path
+    if not kwargs.get("subfolder") and folder.is_dir() and (folder / "config.json").exists() \
+            and is_native(read_config(folder / "config.json")):
+        fold_ln = kwargs.pop("fold_ln", False)
+        kwargs.pop("subfolder", None)
+        model = load_native(folder, **kwargs)
+        return model.fold_layer_norm() if fold_ln and hasattr(model, "fold_layer_norm") else model
+    from hooked_bilinear.loading.hub import load_public
+
+    return load_public(name, **kwargs)
 
 
-__all__ = ["ZOO_DIR", "bundled_models", "load_native", "load_pretrained", "save_native"]
+def list_pretrained(as_frame: bool = True):
+    """Known Hub ids with their sizes (a pandas DataFrame); see `loading.registry`."""
+    from hooked_bilinear.loading.registry import list_pretrained as _list
+
+    return _list(as_frame)
+
+
+__all__ = ["ZOO_DIR", "bundled_models", "list_pretrained", "load_native", "load_pretrained", "save_native"]

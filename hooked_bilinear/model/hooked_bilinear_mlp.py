@@ -24,6 +24,7 @@ from hooked_bilinear.components.bilinear_mlp import GATE_FUNCTIONS
 from hooked_bilinear.config import GATES, ConfigError, _parse_dtype
 from hooked_bilinear.errors import InputError, NotBilinearError
 from hooked_bilinear.hook_point import HookPoint
+from hooked_bilinear.model.init import init_skipped
 
 
 @dataclass
@@ -126,8 +127,9 @@ class HookedBilinearMLP(HookedRootModule):
         self.W_U = nn.Parameter(torch.empty(cfg.d_hidden, cfg.n_classes, dtype=dtype))
         self.b_U = nn.Parameter(torch.zeros(cfg.n_classes, dtype=dtype), requires_grad=cfg.bias)
         self.hook_logits = HookPoint()  # [batch, n_classes]
-        self._init_weights()
-        self.to(cfg.device)
+        if not init_skipped():  # a loader builds on the meta device and assigns every tensor
+            self._init_weights()
+            self.to(cfg.device)
         self.setup()
 
     @torch.no_grad()
@@ -188,6 +190,32 @@ class HookedBilinearMLP(HookedRootModule):
         from hooked_bilinear.loading.native import save_native
 
         save_native(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, subfolder: Optional[str] = None, **kwargs: Any) -> "HookedBilinearMLP":
+        """Load an image model: a `tdooms/mnist` model, a local folder in that format, or our own format.
+
+        Args:
+            name_or_path: Hub id (`tdooms/mnist`, or `tdooms/mnist/<model>`) or local folder.
+            subfolder: the model inside the repo or folder (`tdooms/mnist` holds one per subfolder).
+            **kwargs: `device`, `dtype`, `revision`, `cache_dir`, `nonfinite` (see `load_public`).
+
+        Raises:
+            CheckpointError: missing or mismatched files, or a checkpoint that is a language model.
+
+        Example:
+            >>> model = HookedBilinearMLP.from_pretrained("tdooms/mnist", subfolder="n0.5-wd0.5-r0-t0")  # doctest: +SKIP
+        """
+        from hooked_bilinear.errors import CheckpointError
+        from hooked_bilinear.loading import load_pretrained
+
+        model = load_pretrained(name_or_path, subfolder=subfolder, **kwargs)
+        if not isinstance(model, cls):
+            raise CheckpointError(
+                f"{name_or_path} holds a {type(model).__name__}, not an image model: "
+                f"use HookedBilinearTransformer.from_pretrained"
+            )
+        return model
 
 
 class _Block(nn.Module):

@@ -50,6 +50,9 @@ class TokenizerAdapter:
         tid = getattr(self.tokenizer, "pad_token_id", None)
         if tid is not None:
             return tid
+        padding = self.tokenizer.padding if self.is_fast_raw else None  # set by enable_padding
+        if padding:
+            return padding["pad_id"]
         for candidate in PAD_CANDIDATES:
             tid = self.token_id(candidate)
             if tid is not None:

@@ -1,0 +1,75 @@
+"""The known public bilinear checkpoints on the Hub, with their sizes (from checkpoints.md)."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+VOCAB = {"ts-4096": 4096, "mistral": 32000, "gpt2": 50257}
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """One row of the table; `n_params` is estimated from the sizes (vocab from the tokenizer)."""
+
+    id: str
+    format: str
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    n_heads: int
+    n_ctx: int
+    tokenizer: Optional[str]
+    note: str = ""
+
+    @property
+    def n_params(self) -> int:
+        if self.format == "mnist":
+            return 784 * self.d_model + self.n_layers * 2 * self.d_model**2 + 10 * self.d_model
+        vocab = VOCAB.get(self.tokenizer or "", 0)
+        return 2 * vocab * self.d_model + self.n_layers * (4 * self.d_model**2 + 3 * self.d_model * self.d_mlp)
+
+
+KNOWN_MODELS = (
+    KnownModel("tdooms/ts-medium", "dooms-2024-10", 6, 512, 2048, 8, 256, "ts-4096", "scale_attn: false in config"),
+    KnownModel("tdooms/ts-medium-v2", "dooms-2024-10", 6, 512, 2048, 8, 256, "ts-4096"),
+    KnownModel("tdooms/ts-large", "dooms-2024-10", 8, 768, 3072, 12, 256, "ts-4096", "stray norm.linear keys (ignored)"),
+    KnownModel("tdooms/fw-tiny-old", "dooms-2024-10", 8, 768, 3072, 12, 512, "mistral"),
+    KnownModel("tdooms/fw-small", "dooms-2024-10", 12, 768, 3072, 12, 512, "mistral"),
+    KnownModel("tdooms/fw-medium", "dooms-2024-10", 16, 1024, 4096, 16, 512, "mistral", "~335M params"),
+    KnownModel("tdooms/ts-medium-swiglu", "dooms-2024-10", 6, 512, 2048, 8, 256, "ts-4096",
+               "gate silu (SwiGLU): not bilinear"),
+    KnownModel("tdooms/mnist", "mnist", 1, 512, 512, 0, 0, None,
+               "one model per subfolder n{noise}-wd{wd}-r0-t0: pass subfolder=..."),
+)
+
+
+def list_pretrained(as_frame: bool = True):
+    """The known Hub ids and their sizes.
+
+    Older TinyStories / MicroStories models (`tdooms/TinyStories-{L}-{d}`) load too, but are not listed.
+
+    Args:
+        as_frame: return a pandas DataFrame (default), else a list of dicts.
+
+    Example:
+        >>> list_pretrained()[["id", "n_layers", "d_model"]].head(2)  # doctest: +SKIP
+    """
+    rows = [{**asdict(m), "n_params": m.n_params} for m in KNOWN_MODELS]
+    if not as_frame:
+        return rows
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+def known_ids_hint(repo_id: str) -> str:
+    """"" for a known id, else a hint naming the closest known ids, for error messages."""
+    ids = [m.id for m in KNOWN_MODELS]
+    if repo_id in ids:
+        return ""
+    close = difflib.get_close_matches(repo_id, ids, n=3, cutoff=0.6)
+    if close:
+        return f" (not in the table of known ids; did you mean {close}? see hooked_bilinear.list_pretrained())"
+    return " (not in the table of known ids: see hooked_bilinear.list_pretrained())"
