@@ -1,0 +1,28 @@
+"""Exact circuits of bilinear transformers: path expansion of one forward pass, and weight-only circuits.
+
+Input-based (spec §2): `decompose(model, tokens, level=1|2|"full"|"lazy", target=...)` freezes the
+attention patterns and norm scales of one forward pass and returns a `PathDecomposition` whose terms sum
+exactly to the logits (or to a residual-stream point).
+"""
+
+from hooked_bilinear.circuits.counting import count_paths
+from hooked_bilinear.circuits.decompose import decompose, expand_lazy
+from hooked_bilinear.circuits.decomposition import CheckResult, PathDecomposition
+from hooked_bilinear.circuits.errors import NotBilinearError, TooLargeError, TooManyPathsError
+from hooked_bilinear.circuits.lazy import LazyExpansion
+from hooked_bilinear.circuits.nodes import Node
+from hooked_bilinear.circuits.target import Target
+
+__all__ = [
+    "CheckResult",
+    "LazyExpansion",
+    "Node",
+    "NotBilinearError",
+    "PathDecomposition",
+    "Target",
+    "TooLargeError",
+    "TooManyPathsError",
+    "count_paths",
+    "decompose",
+    "expand_lazy",
+]

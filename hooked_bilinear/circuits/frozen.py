@@ -1,0 +1,220 @@
+"""Folded weights and frozen forward pass: the linear/bilinear model the path expansion runs on (spec §2.1, §3).
+
+After folding, every norm is `N(v)_p = v_p C / σ_p` (C = centering for LN, identity for RMS or no norm),
+and C together with the norm weight is folded into the matrices that *read* from the residual stream:
+
+    W_V'' = C diag(w1) W_V      b_O' = b_O + Σ_h (b_V + b1 W_V)_h W_O_h    (b_V folded, rows of A sum to 1)
+    W_l'' = C diag(w2) W_l      b_l' = b_l + b2 W_l      (same for r: an LN bias makes MLP biases)
+    W_U'' = C diag(wf) W_U      b_U' = b_U + bf W_U
+
+so a frozen head is `A (X / σ1) W_V'' W_O` and a frozen MLP reads `(X / σ2) W_l''`. The user's model is
+never modified: the folding is done on fresh tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from hooked_bilinear.errors import InputError, NotBilinearError
+
+
+@dataclass
+class FoldedLayer:
+    """One block's folded weights. MLP fields are None for attention-only models."""
+
+    W_V: Float[Tensor, "n_heads d_model d_head"]
+    W_O: Float[Tensor, "n_heads d_head d_model"]
+    b_O: Float[Tensor, " d_model"]
+    W_lr: Optional[Float[Tensor, "d_model two_d_mlp"]] = None  # [W_l'' | W_r'']
+    b_l: Optional[Float[Tensor, " d_mlp"]] = None
+    b_r: Optional[Float[Tensor, " d_mlp"]] = None
+    W_out: Optional[Float[Tensor, "d_mlp d_model"]] = None
+    b_out: Optional[Float[Tensor, " d_model"]] = None
+
+    @property
+    def has_mlp(self) -> bool:
+        return self.W_out is not None
+
+    @property
+    def d_mlp(self) -> int:
+        return self.W_out.shape[0]
+
+
+@dataclass
+class Folded:
+    """Folded weights of the whole model (see the module docstring)."""
+
+    W_E: Float[Tensor, "d_vocab d_model"]
+    W_pos: Optional[Float[Tensor, "n_ctx d_model"]]
+    layers: list[FoldedLayer]
+    W_U: Float[Tensor, "d_model d_vocab"]
+    b_U: Float[Tensor, " d_vocab"]
+    center: bool  # LayerNorm-style centering is folded into the reading weights
+
+
+def check_bilinear(model) -> None:
+    """Refuse models whose MLPs are not bilinear (a SwiGLU layer is not a polynomial)."""
+    cfg = model.cfg
+    if not cfg.attn_only and cfg.gate is not None:
+        raise NotBilinearError(
+            f"the circuit extractor needs bilinear MLPs (cfg.gate=None), but every layer of this model has "
+            f"gate={cfg.gate!r}: gate(x W_l) ⊙ (x W_r) is not a polynomial in its input, so its output has "
+            "no exact expansion into path terms; use activation patching or attribution for gated models"
+        )
+
+
+def _norm_params(norm, d_model: int, dtype, device) -> tuple[Tensor, Tensor]:
+    ones, zeros = torch.ones(d_model, dtype=dtype, device=device), torch.zeros(d_model, dtype=dtype, device=device)
+    w = getattr(norm, "w", None) if norm is not None else None
+    b = getattr(norm, "b", None) if norm is not None else None
+    return (ones if w is None else w.to(dtype)), (zeros if b is None else b.to(dtype))
+
+
+def _center_rows(W: Tensor, center: bool) -> Tensor:
+    """C W with C = I - 11ᵀ/d acting on the d_model axis (-2)."""
+    return W - W.mean(dim=-2, keepdim=True) if center else W
+
+
+@torch.no_grad()
+def fold_weights(model, dtype: Optional[torch.dtype] = None) -> Folded:
+    """Fold norms and value biases on copies of the weights (the model is not touched)."""
+    cfg = model.cfg
+    check_bilinear(model)
+    dtype = dtype or cfg.dtype
+    dev = model.W_E.device
+    d = cfg.d_model
+    center = cfg.normalization_type in ("LN", "LNPre")
+    cast = lambda t: t.detach().to(dtype)  # noqa: E731
+    layers = []
+    for block in model.blocks:
+        attn = block.attn
+        w1, b1 = _norm_params(block.ln1, d, dtype, dev)
+        W_V = cast(attn.W_V)
+        b_V = cast(attn.b_V) + torch.einsum("d,hde->he", b1, W_V)
+        W_O = cast(attn.W_O)
+        layer = FoldedLayer(
+            W_V=_center_rows(W_V * w1[None, :, None], center),
+            W_O=W_O,
+            b_O=cast(attn.b_O) + torch.einsum("he,hed->d", b_V, W_O),
+        )
+        if not cfg.attn_only:
+            mlp = block.mlp
+            w2, b2 = _norm_params(block.ln2, d, dtype, dev)
+            W_l, W_r = cast(mlp.W_l), cast(mlp.W_r)
+            layer.W_lr = _center_rows(torch.cat([W_l, W_r], dim=1) * w2[:, None], center)
+            layer.b_l = cast(mlp.b_l) + b2 @ W_l
+            layer.b_r = cast(mlp.b_r) + b2 @ W_r
+            layer.W_out = cast(mlp.W_out)
+            layer.b_out = cast(mlp.b_out)
+        layers.append(layer)
+    wf, bf = _norm_params(model.ln_final, d, dtype, dev)
+    W_U = cast(model.W_U)
+    return Folded(
+        W_E=cast(model.W_E),
+        W_pos=cast(model.pos_embed.W_pos) if model.pos_embed is not None else None,
+        layers=layers,
+        W_U=_center_rows(W_U * wf[:, None], center),
+        b_U=cast(model.b_U) + bf @ W_U,
+        center=center,
+    )
+
+
+@dataclass
+class FrozenRun:
+    """Everything the expansion freezes from one real forward pass, trimmed to the first `n` positions.
+
+    Attributes:
+        tokens: [batch, n]
+        patterns: per layer [batch, n_heads, n, n] (A, rows sum to 1)
+        scale1, scale2: per layer [batch, n, 1] (σ of ln1 / ln2; ones without a norm)
+        scale_final: [batch, n, 1]
+        logits: the real logits [batch, n, d_vocab]
+        resid: real residual stream entering layer l, for l in 0..n_layers (the last is the final one)
+    """
+
+    tokens: Int[Tensor, "batch n"]
+    folded: Folded
+    patterns: list[Tensor]
+    scale1: list[Tensor]
+    scale2: list[Optional[Tensor]]
+    scale_final: Tensor
+    logits: Tensor
+    resid: list[Tensor]
+    n_heads: int
+
+    @property
+    def n(self) -> int:
+        return self.tokens.shape[1]
+
+    @property
+    def batch(self) -> int:
+        return self.tokens.shape[0]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.folded.layers)
+
+
+def to_tokens(model, tokens) -> Tensor:
+    """Accept a string (with a tokenizer), [pos] or [batch, pos] ids; return [batch, pos] long."""
+    if isinstance(tokens, (str, list)):
+        tokens = model.to_tokens(tokens)
+    if not isinstance(tokens, Tensor):
+        raise InputError(f"tokens must be a torch.Tensor or a string, got {type(tokens).__name__}")
+    if tokens.ndim == 1:
+        tokens = tokens[None]
+    return tokens
+
+
+@torch.no_grad()
+def freeze(model, tokens: Tensor, n_keep: Optional[int] = None, dtype: Optional[torch.dtype] = None) -> FrozenRun:
+    """Run the model once with a cache and freeze patterns and norm scales.
+
+    Args:
+        n_keep: keep only the first n_keep positions (exact: the model is causal, later positions
+            never influence earlier ones).
+        dtype: compute the expansion in this dtype (e.g. float64 for a float32 model).
+    """
+    cfg = model.cfg
+    check_bilinear(model)
+    folded = fold_weights(model, dtype)
+    dtype = folded.W_E.dtype
+    L = cfg.n_layers
+    names = {"ln_final.hook_scale"} if model.ln_final is not None else set()
+    for l in range(L):
+        names |= {f"blocks.{l}.attn.hook_pattern", f"blocks.{l}.hook_resid_pre"}
+        if model.blocks[l].ln1 is not None:
+            names.add(f"blocks.{l}.ln1.hook_scale")
+        if not cfg.attn_only and model.blocks[l].ln2 is not None:
+            names.add(f"blocks.{l}.ln2.hook_scale")
+    if L:
+        names.add(f"blocks.{L - 1}.hook_resid_post")
+    was_training = model.training
+    model.eval()
+    try:
+        logits, cache = model.run_with_cache(tokens, names_filter=sorted(names))
+    finally:
+        model.train(was_training)
+    n = tokens.shape[1] if n_keep is None else n_keep
+    t = lambda name: cache[name][:, :n].to(dtype)  # noqa: E731
+    ones = torch.ones(tokens.shape[0], n, 1, dtype=dtype, device=tokens.device)
+    scale = lambda name, present: t(name) if present else ones  # noqa: E731
+    patterns = [cache[f"blocks.{l}.attn.hook_pattern"][:, :, :n, :n].to(dtype) for l in range(L)]
+    scale1 = [scale(f"blocks.{l}.ln1.hook_scale", model.blocks[l].ln1 is not None) for l in range(L)]
+    scale2 = [None if cfg.attn_only else scale(f"blocks.{l}.ln2.hook_scale", model.blocks[l].ln2 is not None)
+              for l in range(L)]
+    resid = [t(f"blocks.{l}.hook_resid_pre") for l in range(L)]
+    if L:
+        resid.append(t(f"blocks.{L - 1}.hook_resid_post"))
+    else:
+        resid.append(model._embed(tokens)[:, :n].to(dtype))
+    return FrozenRun(
+        tokens=tokens[:, :n], folded=folded, patterns=patterns, scale1=scale1, scale2=scale2,
+        scale_final=scale("ln_final.hook_scale", model.ln_final is not None), logits=logits[:, :n].to(dtype),
+        resid=resid, n_heads=cfg.n_heads,
+    )

@@ -1,0 +1,118 @@
+"""Best-first lazy expansion: exact after every step, because unexpanded nodes stay as remainder terms.
+
+    frontier = level-1 components                        (Σ frontier = target, exactly)
+    repeat: x* = argmax |contribution| over expandable frontier nodes
+            frontier ← frontier − {x*} ∪ children(x*)    (children sum to x*, so Σ is unchanged)
+
+Each expansion records the cancellation ratio Σ|children| / |parent|: a ratio far above 1 means the
+children cancel, and pruning them by magnitude would be unreliable (spec §2.3 item 6).
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from hooked_bilinear.circuits.decomposition import PathDecomposition
+from hooked_bilinear.circuits.engine import PathEngine
+from hooked_bilinear.circuits.levels import constant_terms
+from hooked_bilinear.circuits.nodes import Node
+
+
+class LazyExpansion:
+    """A frontier of path terms under a target, expanded best-first one node at a time.
+
+    Example:
+        >>> lazy = LazyExpansion(engine, start)   # usually via decompose(..., level="lazy")
+        >>> lazy.run(budget=100)
+        >>> d = lazy.decomposition()             # exact: d.check() holds after every step
+    """
+
+    def __init__(self, engine: PathEngine, start: list[Node], level="lazy", description: str = ""):
+        if engine.readout.full:
+            raise ValueError("lazy expansion needs a target to score nodes (pass target=...)")
+        self.engine, self.level, self.description = engine, level, description
+        self.frontier: dict[int, list] = {}  # node id -> [node, multiplicity, contribution [batch]]
+        self._heap: list[tuple[float, int]] = []
+        self.history: list[dict] = []
+        V = torch.stack([engine.value(x, "tgt") for x in start])
+        self._add(start, V)
+
+    def _add(self, nodes: list[Node], V: Tensor, mult: int = 1) -> Tensor:
+        contrib = self.engine.readout.values(V)  # [k, batch]
+        for node, c in zip(nodes, contrib):
+            entry = self.frontier.get(node.id)
+            if entry is None:
+                self.frontier[node.id] = [node, mult, c]
+                if node.expandable:
+                    heapq.heappush(self._heap, (-float(c.abs().sum()), node.id))
+            else:  # the same tree reached twice: keep one term with a multiplicity (never happens in the grammar)
+                entry[1] += mult
+        return contrib
+
+    def _norms(self, nodes: list[Node]) -> Tensor:
+        return torch.stack([self.engine.value(x, "tgt").pow(2).sum((1, 2)).sqrt().mean() for x in nodes])
+
+    @property
+    def n_expanded(self) -> int:
+        return len(self.history)
+
+    def best(self) -> Optional[Node]:
+        """The expandable frontier node with the largest |contribution| (None if all are leaf trees)."""
+        while self._heap:
+            _, nid = self._heap[0]
+            if nid in self.frontier:
+                return self.frontier[nid][0]
+            heapq.heappop(self._heap)
+        return None
+
+    def step(self) -> Optional[dict]:
+        """Expand the best node; return its history record (None when nothing is left to expand)."""
+        node = self.best()
+        if node is None:
+            return None
+        heapq.heappop(self._heap)
+        t0 = time.perf_counter()
+        _, mult, parent = self.frontier.pop(node.id)
+        kids, V = self.engine.children_values(node, "tgt")
+        contrib = self._add(kids, V, mult)
+        p = float(parent.abs().sum())
+        s = float(contrib.abs().sum())
+        rec = dict(step=len(self.history), label=node.label, contribution=float(parent.mean()) * mult,
+                   n_children=len(kids), sum_abs_children=s * mult, cancellation=s / p if p > 0 else float("inf"),
+                   frontier=len(self.frontier), seconds=time.perf_counter() - t0)
+        self.history.append(rec)
+        return rec
+
+    def run(self, budget: int = 100, max_terms: Optional[int] = None, tol: float = 0.0) -> "LazyExpansion":
+        """Expand up to `budget` nodes; stop early when the frontier would exceed `max_terms` or when
+        every unexpanded remainder has |contribution| <= tol·|total|."""
+        for _ in range(budget):
+            node = self.best()
+            if node is None:
+                break
+            if max_terms is not None and len(self.frontier) - 1 + len(self.engine.table.children(node)) > max_terms:
+                break
+            if tol > 0:
+                total = float(sum(m * c for _, m, c in self.frontier.values()).abs().sum())
+                if float(self.frontier[node.id][2].abs().sum()) <= tol * total:
+                    break
+            self.step()
+        return self
+
+    def decomposition(self) -> PathDecomposition:
+        """The current frontier (plus the b_U' term at the logits) as an exact PathDecomposition."""
+        entries = list(self.frontier.values())
+        nodes = [n for n, _, _ in entries]
+        values = torch.stack([m * c for _, m, c in entries])
+        norms = self._norms(nodes) * torch.tensor([float(m) for _, m, _ in entries], dtype=values.dtype)
+        c_nodes, c_vals, c_norms = constant_terms(self.engine)
+        nodes, values, norms = nodes + c_nodes, torch.cat([values, c_vals]), torch.cat([norms, c_norms])
+        ro = self.engine.readout
+        return PathDecomposition(nodes, values, norms, ro.reference, level=self.level, positions=ro.positions,
+                                 description=self.description or ro.describe(), table=self.engine.table,
+                                 history=list(self.history))

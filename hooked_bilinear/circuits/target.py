@@ -1,0 +1,183 @@
+"""What a decomposition is read out into: full logits (or residual), or one scalar target per sequence.
+
+A `Target` is a linear functional of the output at chosen positions. Once σf is frozen, it is a
+linear functional of every residual-stream contribution X:
+
+    target(X) = Σ_{p∈P} X[b,p] · G[b,p],   G[b,p] = W_U'' w[b,p] / σf[b,p]      (at the logits)
+    target(X) = Σ_{p∈P} X[b,p] · w[b,p]                                        (at a residual point)
+
+where w[b,p] is the weight on the output space (a one-hot token, a ±1 logit difference, or a direction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from hooked_bilinear.circuits.frozen import FrozenRun
+from hooked_bilinear.errors import InputError
+
+PosSpec = Union[int, Sequence[int], None]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A scalar target per sequence: a token's logit, a logit difference, or a direction.
+
+    Contributions at several positions are summed. Build one with the class methods.
+
+    Example:
+        >>> Target.logit(7, pos=-1)            # logit of token 7 at the last position
+        >>> Target.logit_diff(7, 3)            # logit[7] - logit[3] at the last position
+        >>> Target.direction(u, pos=[2, 5])    # u · output at positions 2 and 5 (u: [d_vocab] or [d_model])
+        >>> Target.next_token()                # Σ_p logit of the actual next token (teacher forcing)
+    """
+
+    kind: str
+    pos: PosSpec = -1
+    a: object = None
+    b: object = None
+    u: Optional[Tensor] = field(default=None, compare=False)
+
+    @classmethod
+    def logit(cls, token: Union[int, Tensor], pos: PosSpec = -1) -> "Target":
+        """Logit of `token` (an int, or a [batch] / [batch, n_pos] tensor of ids) at `pos`."""
+        return cls("logit", pos, a=token)
+
+    @classmethod
+    def logit_diff(cls, token: Union[int, Tensor], other: Union[int, Tensor], pos: PosSpec = -1) -> "Target":
+        """`logit[token] - logit[other]` at `pos`."""
+        return cls("logit_diff", pos, a=token, b=other)
+
+    @classmethod
+    def direction(cls, u: Tensor, pos: PosSpec = -1) -> "Target":
+        """`u · output` at `pos`; u is [d_vocab] at the logits, [d_model] at a residual point ([batch, ·] allowed)."""
+        return cls("direction", pos, u=u)
+
+    @classmethod
+    def next_token(cls) -> "Target":
+        """Σ over positions p < n-1 of the logit of tokens[p+1] (the teacher-forced next token)."""
+        return cls("next_token", None)
+
+    def describe(self) -> str:
+        where = "all but the last position" if self.kind == "next_token" else f"pos {self.pos}"
+        what = {"logit": f"logit[{_short(self.a)}]", "logit_diff": f"logit[{_short(self.a)}] - logit[{_short(self.b)}]",
+                "direction": "direction u", "next_token": "next-token logit"}[self.kind]
+        return f"{what} at {where}"
+
+
+def _short(x) -> str:
+    return str(x) if not isinstance(x, Tensor) or x.numel() <= 4 else f"<{tuple(x.shape)} ids>"
+
+
+def as_target(target) -> Optional[Target]:
+    """Normalise the `target=` shorthand: int → logit, (a, b) → logit_diff, 1-D float tensor → direction."""
+    if target is None or isinstance(target, Target):
+        return target
+    if isinstance(target, int):
+        return Target.logit(target)
+    if isinstance(target, tuple) and len(target) == 2 and all(isinstance(t, int) for t in target):
+        return Target.logit_diff(*target)
+    if isinstance(target, Tensor) and target.dtype.is_floating_point:
+        return Target.direction(target)
+    raise InputError(
+        f"target must be None, an int token, a (token, other) pair, a float direction tensor or a Target, got {target!r}"
+    )
+
+
+def target_positions(target: Optional[Target], n: int) -> list[int]:
+    """The destination positions read by `target`, non-negative and sorted (all positions if None)."""
+    if target is None:
+        return list(range(n))
+    if target.kind == "next_token":
+        if n < 2:
+            raise InputError("Target.next_token() needs at least 2 positions")
+        return list(range(n - 1))
+    pos = [target.pos] if isinstance(target.pos, int) else list(target.pos)
+    out = []
+    for p in pos:
+        q = p + n if p < 0 else p
+        if not 0 <= q < n:
+            raise InputError(f"target position {p} is out of range for a sequence of {n} positions")
+        out.append(q)
+    if len(set(out)) != len(out):
+        raise InputError(f"target positions {pos} repeat a position")
+    return sorted(out)
+
+
+def _onehot(token, batch: int, n_pos: int, D: int, like: Tensor) -> Tensor:
+    t = torch.as_tensor(token, device=like.device).long()
+    if t.ndim == 0:
+        t = t.expand(batch, n_pos)
+    elif t.ndim == 1:
+        if t.shape[0] != batch:
+            raise InputError(f"target token tensor has shape {tuple(t.shape)} but the batch size is {batch}")
+        t = t[:, None].expand(batch, n_pos)
+    elif tuple(t.shape) != (batch, n_pos):
+        raise InputError(f"target token tensor has shape {tuple(t.shape)}; expected [{batch}] or [{batch}, {n_pos}]")
+    if int(t.min()) < 0 or int(t.max()) >= D:
+        raise InputError(f"target token ids must be in [0, {D}), got range [{int(t.min())}, {int(t.max())}]")
+    return torch.nn.functional.one_hot(t, D).to(like.dtype)
+
+
+class Readout:
+    """Maps residual-stream contributions at the target positions to the decomposition's output.
+
+    Full mode (`target=None`): output [batch, n, d_vocab] logits (or [batch, n, d_model] at a residual
+    point) at every position. Target mode: one scalar per sequence, `[batch]`.
+    """
+
+    def __init__(self, run: FrozenRun, target: Optional[Target], at_layer: Optional[int],
+                 positions: Optional[list[int]] = None):
+        self.run, self.target, self.at_layer = run, target, at_layer
+        self.at_logits = at_layer is None
+        self.positions = target_positions(target, run.n) if positions is None else list(positions)
+        self.full = target is None
+        f = run.folded
+        idx = torch.tensor(self.positions, device=run.tokens.device)
+        ref_out = run.logits if self.at_logits else run.resid[at_layer]
+        D = ref_out.shape[-1]
+        if self.full:
+            self.G = None
+            self.const = f.b_U.expand(run.batch, run.n, D).clone() if self.at_logits else None
+            self.reference = ref_out
+            return
+        w = self._weights(target, D, ref_out)  # [batch, |P|, D]
+        if self.at_logits:
+            self.G = torch.einsum("dv,bpv->bpd", f.W_U, w) / run.scale_final[:, idx]
+            self.const = torch.einsum("v,bpv->b", f.b_U, w)
+        else:
+            self.G, self.const = w, None
+        self.reference = torch.einsum("bpv,bpv->b", ref_out[:, idx], w)
+
+    def _weights(self, target: Target, D: int, like: Tensor) -> Tensor:
+        B, P = self.run.batch, len(self.positions)
+        if target.kind == "logit" or target.kind == "logit_diff":
+            if not self.at_logits:
+                raise InputError("logit targets need the decomposition at the logits; use Target.direction(u) at a residual point")
+            w = _onehot(target.a, B, P, D, like)
+            return w - _onehot(target.b, B, P, D, like) if target.kind == "logit_diff" else w
+        if target.kind == "next_token":
+            if not self.at_logits:
+                raise InputError("Target.next_token() needs the decomposition at the logits")
+            return _onehot(self.run.tokens[:, 1:][:, self.positions], B, P, D, like)
+        u = target.u.to(device=like.device, dtype=like.dtype)
+        if u.shape[-1] != D:
+            space = "d_vocab" if self.at_logits else "d_model"
+            raise InputError(f"target direction has size {u.shape[-1]} but the output space has {space}={D}")
+        return u.expand(B, P, D) if u.ndim < 3 else u
+
+    def values(self, X: Tensor) -> Tensor:
+        """[k, batch, |P|, d_model] at the target positions -> [k, batch] (target) or [k, batch, n, D] (full)."""
+        if not self.full:
+            return torch.einsum("kbpd,bpd->kb", X, self.G)
+        if not self.at_logits:
+            return X
+        return (X @ self.run.folded.W_U) / self.run.scale_final
+
+    def describe(self) -> str:
+        where = "logits" if self.at_logits else f"resid_pre of layer {self.at_layer}"
+        return f"{where}, " + ("full output" if self.full else self.target.describe())
