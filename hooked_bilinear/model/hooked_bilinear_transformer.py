@@ -215,6 +215,18 @@ class HookedBilinearTransformer(WeightAccessors, TokenizationMixin, GenerationMi
             raise IndexError(f"layer {layer} out of range for a model with n_layers={self.cfg.n_layers}")
         return BilinearTensor.from_layer(self.blocks[layer].mlp)
 
+    # ------------------------------------------------------------------ circuits
+    def decompose(self, tokens: Any, **kwargs: Any):
+        """Exact path decomposition of this forward pass; see `hooked_bilinear.circuits.decompose`.
+
+        Example:
+            >>> d = model.decompose(tokens, level=2, target=7)  # doctest: +SKIP
+            >>> d.check(), d.top(10)  # doctest: +SKIP
+        """
+        from hooked_bilinear.circuits import decompose
+
+        return decompose(self, tokens, **kwargs)
+
     # ------------------------------------------------------------------ weight processing (explicit opt-ins)
     def fold_layer_norm(self) -> "HookedBilinearTransformer":
         """Fold every norm's weight (and LN bias) into the next linear maps; exact for every input."""
