@@ -19,6 +19,17 @@ def _stack(model, path: str) -> Tensor:
 class WeightAccessors:
     """Mixin giving the model TL's weight properties. Each returns a fresh stacked tensor (a view for embeddings)."""
 
+    def __getattr__(self, name: str):
+        # A property raising AttributeError ("attn_only model has no MLP weight 'W_l'") makes Python
+        # fall back to nn.Module.__getattr__, whose generic "has no attribute" message hides the reason.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            prop = getattr(type(self), name, None)
+            if isinstance(prop, property):
+                prop.fget(self)  # raises the property's own, explanatory AttributeError
+            raise
+
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
         return self.embed.W_E
