@@ -15,6 +15,10 @@ from hooked_bilinear.config import HookedBilinearConfig
 class TransformerBlock(nn.Module):
     """`x += attn(ln1(x)); x += mlp(ln2(x))`."""
 
+    # TL 4.x analysis tools (logit_lens, jacobian_lens) refuse blocks that do not declare that
+    # hook_resid_post is the one residual stream the model unembeds; ours is.
+    hook_out_is_single_residual_stream = True
+
     def __init__(self, cfg: HookedBilinearConfig, layer: int):
         super().__init__()
         self.cfg = cfg
