@@ -17,7 +17,7 @@ from hooked_bilinear.errors import CheckpointError, InputError
 from hooked_bilinear.loading.build import build_model
 from hooked_bilinear.loading.formats import detect_format
 from hooked_bilinear.loading.native import is_native, load_native, read_config, read_safetensors
-from hooked_bilinear.loading.resolve import Checkpoint, cached_subfolders, resolve
+from hooked_bilinear.loading.resolve import Checkpoint, HubEntryMissing, cached_subfolders, resolve
 from hooked_bilinear.loading.tokenizers import load_tokenizer, pad_token, read_tokenizer
 
 
@@ -94,10 +94,11 @@ def _config_file(ckpt: Checkpoint):
     """config.json, or an error listing the models of a multi-model repo (e.g. tdooms/mnist)."""
     try:
         return ckpt.file("config.json")
-    except CheckpointError:
+    except CheckpointError as e:
         if ckpt.repo_id is None or ckpt.subfolder:
             raise
-        subfolders = cached_subfolders(ckpt.repo_id, ckpt.revision, ckpt.cache_dir)
+        online = isinstance(e, HubEntryMissing)  # the Hub answered, so listing it is quick
+        subfolders = cached_subfolders(ckpt.repo_id, ckpt.revision, ckpt.cache_dir, online=online)
         if not subfolders:
             raise
         raise CheckpointError(

@@ -68,7 +68,8 @@ def known_ids_hint(repo_id: str) -> str:
     """"" for a known id, else a hint naming the closest known ids, for error messages."""
     ids = [m.id for m in KNOWN_MODELS]
     if repo_id in ids:
-        return ""
+        note = KNOWN_MODELS[ids.index(repo_id)].note
+        return f" ({repo_id}: {note})" if "subfolder" in note else ""
     close = difflib.get_close_matches(repo_id, ids, n=3, cutoff=0.6)
     if close:
         return f" (not in the table of known ids; did you mean {close}? see hooked_bilinear.list_pretrained())"

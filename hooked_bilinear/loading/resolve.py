@@ -143,6 +143,27 @@ def _validate_repo_id(repo_id: str) -> None:
         ) from None
 
 
+class HubEntryMissing(CheckpointError):
+    """The Hub answered: this file does not exist there (so listing the repo can help)."""
+
+
+def _hub_reachable(repo_id: str, filename: str, subfolder: Optional[str], revision: Optional[str]) -> bool:
+    """One HEAD request with a short timeout. huggingface_hub retries network errors for ~30 s when
+    no cached copy exists; probing first lets an unreachable Hub fail (or fall back to the cache) at once.
+    HTTP answers (404, 401...) count as reachable and surface from the real download."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, subfolder=subfolder, revision=revision),
+                             timeout=ETAG_TIMEOUT)
+    except HfHubHTTPError:
+        return True
+    except Exception:  # DNS, connection refused, timeout, proxy: the Hub cannot be reached
+        return False
+    return True
+
+
 def hub_file(repo_id: str, filename: str, *, subfolder: Optional[str] = None, revision: Optional[str] = None,
              cache_dir: Optional[str] = None) -> Path:
     """Local path of one file of a Hub repo, from the HF cache or downloaded (unless offline).
@@ -150,7 +171,7 @@ def hub_file(repo_id: str, filename: str, *, subfolder: Optional[str] = None, re
     Raises:
         CheckpointError: not cached while offline / unreachable, no such repo, revision or file.
     """
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
         RepositoryNotFoundError, RevisionNotFoundError,
@@ -159,17 +180,18 @@ def hub_file(repo_id: str, filename: str, *, subfolder: Optional[str] = None, re
     from hooked_bilinear.loading.registry import known_ids_hint
 
     offline = hub_offline()
+    local_only = offline or not _hub_reachable(repo_id, filename, subfolder, revision)
     where = f"{repo_id}: {subfolder + '/' if subfolder else ''}{filename}"
     if revision:
         where += f" (revision {revision})"
     try:
         return Path(hf_hub_download(repo_id, filename, subfolder=subfolder, revision=revision, cache_dir=cache_dir,
-                                    local_files_only=offline, etag_timeout=ETAG_TIMEOUT))
+                                    local_files_only=local_only, etag_timeout=ETAG_TIMEOUT))
     except LocalEntryNotFoundError:
-        cache = cache_dir or "the default HF cache"
         reason = "HF_HUB_OFFLINE=1" if offline else "the Hub could not be reached"
         raise CheckpointError(
-            f"{where} is not in {cache} and {reason}: {OFFLINE_HINT}{known_ids_hint(repo_id)}"
+            f"{where} is not in {cache_dir or constants.HF_HUB_CACHE} and {reason}: "
+            f"{OFFLINE_HINT}{known_ids_hint(repo_id)}"
         ) from None
     except RepositoryNotFoundError:
         raise CheckpointError(
@@ -178,15 +200,16 @@ def hub_file(repo_id: str, filename: str, *, subfolder: Optional[str] = None, re
     except RevisionNotFoundError:
         raise CheckpointError(f"{repo_id}: no revision {revision!r} on the Hub") from None
     except EntryNotFoundError:
-        raise CheckpointError(f"{where} does not exist on the Hub") from None
+        raise HubEntryMissing(f"{where} does not exist on the Hub") from None
     except HFValidationError as e:
         raise CheckpointError(f"{repo_id!r} is not a valid Hub id ({e})") from None
     except (HfHubHTTPError, OSError) as e:
         raise CheckpointError(f"{where}: download failed ({type(e).__name__}: {e}); {OFFLINE_HINT}") from None
 
 
-def cached_subfolders(repo_id: str, revision: Optional[str] = None, cache_dir: Optional[str] = None) -> list[str]:
-    """Subfolders with a config.json in the cached snapshot of `repo_id` (or on the Hub when online)."""
+def cached_subfolders(repo_id: str, revision: Optional[str] = None, cache_dir: Optional[str] = None,
+                      online: bool = False) -> list[str]:
+    """Subfolders with a config.json in the cached snapshot of `repo_id` (or on the Hub if `online`)."""
     from huggingface_hub import constants
 
     root = Path(cache_dir or constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
@@ -195,7 +218,7 @@ def cached_subfolders(repo_id: str, revision: Optional[str] = None, cache_dir: O
     snapshot = root / "snapshots" / commit if commit else None
     if snapshot is not None and snapshot.is_dir():
         return sorted(str(p.parent.relative_to(snapshot)) for p in snapshot.glob("*/**/config.json"))
-    if hub_offline():
+    if not online or hub_offline():
         return []
     try:
         from huggingface_hub import list_repo_files
