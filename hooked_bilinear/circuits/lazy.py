@@ -44,18 +44,20 @@ class LazyExpansion:
 
     def _add(self, nodes: list[Node], V: Tensor, mult: int = 1) -> Tensor:
         contrib = self.engine.readout.values(V)  # [k, batch]
-        for node, c in zip(nodes, contrib):
+        scores = contrib.abs().sum(1).tolist()
+        for node, c, score in zip(nodes, contrib, scores):
             entry = self.frontier.get(node.id)
             if entry is None:
                 self.frontier[node.id] = [node, mult, c]
                 if node.expandable:
-                    heapq.heappush(self._heap, (-float(c.abs().sum()), node.id))
+                    heapq.heappush(self._heap, (-score, node.id))
             else:  # the same tree reached twice: keep one term with a multiplicity (never happens in the grammar)
                 entry[1] += mult
         return contrib
 
     def _norms(self, nodes: list[Node]) -> Tensor:
-        return torch.stack([self.engine.value(x, "tgt").pow(2).sum((1, 2)).sqrt().mean() for x in nodes])
+        V = torch.stack([self.engine.value(x, "tgt") for x in nodes])
+        return V.pow(2).sum((2, 3)).sqrt().mean(1)
 
     @property
     def n_expanded(self) -> int:

@@ -42,6 +42,10 @@ class Target:
     b: object = None
     u: Optional[Tensor] = field(default=None, compare=False)
 
+    def __post_init__(self) -> None:
+        if self.pos is not None and not isinstance(self.pos, int):
+            object.__setattr__(self, "pos", tuple(int(p) for p in self.pos))  # hashable, immutable
+
     @classmethod
     def logit(cls, token: Union[int, Tensor], pos: PosSpec = -1) -> "Target":
         """Logit of `token` (an int, or a [batch] / [batch, n_pos] tensor of ids) at `pos`."""
