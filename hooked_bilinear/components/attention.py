@@ -23,8 +23,10 @@ def rotate_half(x: Tensor) -> Tensor:
 
 def rotary_tables(n_ctx: int, rotary_dim: int, base: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """cos/sin tables [n_ctx, rotary_dim] built from `cat(freqs, freqs)` (computed in float64)."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, rotary_dim, 2, dtype=torch.float64) / rotary_dim))
-    angles = torch.outer(torch.arange(n_ctx, dtype=torch.float64), inv_freq)
+    # Explicit CPU: inside a `torch.device("meta")` context these would otherwise be meta tensors,
+    # whose first use imports torch's Python reference kernels (seconds).
+    inv_freq = 1.0 / (base ** (torch.arange(0, rotary_dim, 2, dtype=torch.float64, device="cpu") / rotary_dim))
+    angles = torch.outer(torch.arange(n_ctx, dtype=torch.float64, device="cpu"), inv_freq)
     angles = torch.cat((angles, angles), dim=-1)
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
@@ -65,11 +67,12 @@ class Attention(nn.Module):
     def init_buffers(self, device=None) -> None:
         """(Re)build the non-persistent buffers: causal `mask` [n_ctx, n_ctx] and RoPE tables.
 
-        Called by the constructor, and by loaders after building on the meta device.
+        Built on the CPU, then moved to `device` when given. Called by the constructor, and by
+        loaders after building on the meta device.
         """
         cfg = self.cfg
-        mask = torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool, device=device).triu(1)
-        self.register_buffer("mask", mask, persistent=False)
+        mask = torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool, device="cpu").triu(1)
+        self.register_buffer("mask", mask if device is None else mask.to(device), persistent=False)
         if self.rotary:
             cos, sin = rotary_tables(cfg.n_ctx, cfg.rotary_dim, cfg.rotary_base, cfg.dtype)
             if device is not None:
