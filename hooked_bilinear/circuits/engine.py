@@ -36,6 +36,7 @@ class PathEngine:
         self.tgt_is_all = readout.positions == list(range(run.n))
         self._memo: dict[str, dict[int, Tensor]] = {"all": {}, "tgt": {}}
         self._lr: dict[tuple[int, int, str], tuple[Tensor, Tensor]] = {}
+        self._kids: dict[tuple[int, str], tuple[list[Node], Tensor]] = {}
         self.n_computed = 0  # node values computed (a cost counter for benchmarks)
         self._level1()
 
@@ -168,6 +169,12 @@ class PathEngine:
         """The children of `node` and their values, one batched contraction: ([k nodes], [k, b, n_where, d])."""
         if where == "tgt" and self.tgt_is_all:
             where = "all"
+        hit = self._kids.get((node.id, where))
+        if hit is None and where == "tgt" and (node.id, "all") in self._kids:
+            kids, V = self._kids[(node.id, "all")]
+            hit = kids, V.index_select(2, self.idx)
+        if hit is not None:
+            return hit
         T, k, l = self.table, node.kind, node.layer
         if k == "head_c":
             parts = T.parts_pre(l)
@@ -197,10 +204,11 @@ class PathEngine:
         else:
             raise ValueError(f"{node.label} is a leaf tree and cannot be expanded")
         memo = self._memo[where]
-        for c, v in zip(kids, V):
+        for c, v in zip(kids, V.unbind(0)):
             if c.id not in memo:
                 memo[c.id] = v
         self.n_computed += len(kids)
+        self._kids[(node.id, where)] = kids, V
         return kids, V
 
     def memo_bytes(self) -> int:

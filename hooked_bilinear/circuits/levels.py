@@ -40,11 +40,9 @@ def _guard_full_output(engine: PathEngine, n_terms: int, max_elements: int) -> N
 def assemble(engine: PathEngine, groups: list[tuple[list[Node], Tensor]], level, history=None) -> PathDecomposition:
     """Build a PathDecomposition from (nodes, values at the target positions) groups plus b_U'."""
     ro = engine.readout
-    nodes, values, norms = [], [], []
-    for ns, V in groups:
-        nodes += ns
-        values.append(ro.values(V))
-        norms.append(_norms(V))
+    nodes = [n for ns, _ in groups for n in ns]
+    V = torch.cat([V for _, V in groups])
+    values, norms = [ro.values(V)], [_norms(V)]
     c_nodes, c_vals, c_norms = constant_terms(engine)
     return PathDecomposition(
         nodes + c_nodes, torch.cat(values + [c_vals]), torch.cat(norms + [c_norms]), ro.reference,
