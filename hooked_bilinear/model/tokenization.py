@@ -84,11 +84,12 @@ class TokenizationMixin:
 
     def set_tokenizer(self, tokenizer: Any) -> None:
         """Attach a `tokenizers.Tokenizer` or `transformers` tokenizer (None detaches)."""
-        self.tokenizer = None if tokenizer is None else TokenizerAdapter(tokenizer)
-        if self.tokenizer is not None and self.tokenizer.vocab_size > self.cfg.d_vocab:
+        adapter = None if tokenizer is None else TokenizerAdapter(tokenizer)
+        if adapter is not None and adapter.vocab_size > self.cfg.d_vocab:  # check before replacing the old one
             raise InputError(
-                f"tokenizer has {self.tokenizer.vocab_size} tokens but the model's d_vocab is {self.cfg.d_vocab}"
+                f"tokenizer has {adapter.vocab_size} tokens but the model's d_vocab is {self.cfg.d_vocab}"
             )
+        self.tokenizer = adapter
 
     def _require_tokenizer(self) -> TokenizerAdapter:
         if self.tokenizer is None:
