@@ -11,6 +11,10 @@ from torch import Tensor
 from hooked_bilinear.tensor._validate import auto_chunk
 
 
+# Temporary budget for a single direction (bench/tensor.py measures the peak of Q_u + eigh).
+SINGLE_BYTES = 2**20
+
+
 def _needs_grad(*ts: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
 
@@ -58,6 +62,8 @@ def contract_coeffs(
         return torch.cat(parts) if parts else L.new_zeros(0, d, d)
     if out is None:
         out = torch.empty(k, d, d, dtype=L.dtype, device=L.device)
+    if k == 1:
+        return _single(L, Rt, D[0], sym, out)
     c_max = min(chunk, k)
     scaled = _buffer(work, "scaled", (c_max, d, m), L)
     prod = _buffer(work, "prod", (c_max * d, d), L) if sym else None
@@ -72,6 +78,31 @@ def contract_coeffs(
         else:
             torch.matmul(buf.view(c * d, m), Rt, out=out[s : s + c].view(c * d, d))
     return out
+
+
+def _single(L: Tensor, Rt: Tensor, D: Tensor, sym: bool, out: Tensor) -> Tensor:
+    """One direction: row blocks of L diag(D) Rᵀ written straight into ``out``, then symmetrised in
+    place, so the only temporaries are ~1 MiB (not the d·m scaled copy of L nor a second d×d)."""
+    d, m = L.shape
+    rows = max(1, min(d, SINGLE_BYTES // (m * L.element_size())))
+    A = out[0]
+    for r0 in range(0, d, rows):
+        torch.matmul(L[r0 : r0 + rows] * D, Rt, out=A[r0 : r0 + rows])
+    if sym:
+        _add_transpose_(A, block=256)
+    return out
+
+
+def _add_transpose_(A: Tensor, block: int) -> None:
+    """A ← A + Aᵀ in place, one pair of square blocks at a time (a [block, block] temporary)."""
+    d = A.shape[0]
+    for i in range(0, d, block):
+        for j in range(i, d, block):
+            upper, lower = A[i : i + block, j : j + block], A[j : j + block, i : i + block]
+            t = upper + lower.T
+            upper.copy_(t)
+            if i != j:
+                lower.copy_(t.T)
 
 
 def matvec_coeffs(

@@ -54,6 +54,21 @@ def test_batched_chunked_interaction_matches_single(dtype):
     assert_close(out, Qs, dtype)
 
 
+def test_in_place_symmetrisation_by_blocks():
+    from hooked_bilinear.tensor._kernels import _add_transpose_
+
+    A = torch.randn(23, 23, dtype=torch.float64)
+    ref = A + A.T
+    _add_transpose_(A, block=5)  # off-diagonal and ragged blocks
+    assert torch.equal(A, ref)
+
+
+def test_single_direction_path_matches_batched_path():
+    bt = make(d=300, m=600, seed=2)  # 2 row blocks of ~1 MiB, 2 symmetrisation blocks of 256
+    U = torch.randn(2, 300, dtype=torch.float64)
+    assert_close(bt.interaction(U[0]), bt.interaction(U)[0])
+
+
 def test_augmented_interaction_holds_bias_parts(dtype):
     w = make_weights(dtype=dtype)
     bt = BilinearTensor(w.W_l, w.W_r, w.W_out, w.b_l, w.b_r, w.b_out)
