@@ -22,6 +22,15 @@ from hooked_bilinear.components.attention import rotary_tables
 from ._factories import CONFIGS, config_id, make_cfg, make_model, random_tokens, randomize_, reference_forward
 
 
+def filled(module, seed=0, std=0.5):
+    """A standalone component with every parameter drawn from N(0, std²) (constructors leave W_* empty)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in sorted(module.named_parameters()):
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * std)
+    return module
+
+
 def rel_err(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
@@ -94,9 +103,7 @@ def test_norm_parameters_per_type():
 @pytest.mark.parametrize("gate", [None, "silu", "relu", "gelu"])
 def test_mlp_formula(gate):
     cfg = make_cfg(gate=gate, mlp_bias=True)
-    mlp = BilinearMLP(cfg)
-    for p in mlp.parameters():
-        torch.nn.init.normal_(p)
+    mlp = filled(BilinearMLP(cfg), std=1.0)
     x = torch.randn(2, 3, cfg.d_model, dtype=torch.float64)
     act = {None: lambda t: t, "silu": F.silu, "relu": F.relu, "gelu": F.gelu}[gate]
     expected = (act(x @ mlp.W_l + mlp.b_l) * (x @ mlp.W_r + mlp.b_r)) @ mlp.W_out + mlp.b_out
@@ -128,7 +135,7 @@ def test_mlp_tl_aliases():
 
 def test_attention_formula_and_causal_pattern():
     cfg = make_cfg(n_heads=3, d_head=5)
-    attn = randomize_(Attention(cfg), seed=2, scale=0.5)
+    attn = filled(Attention(cfg), seed=2)
     x = torch.randn(2, 6, cfg.d_model, dtype=torch.float64)
     q = torch.einsum("bpd,hde->bhpe", x, attn.W_Q) + attn.b_Q[:, None]
     k = torch.einsum("bpd,hde->bhpe", x, attn.W_K) + attn.b_K[:, None]
@@ -184,7 +191,7 @@ def test_rotary_scores_depend_only_on_relative_position():
 
 def test_block_is_pre_norm_residual():
     cfg = make_cfg()
-    block = randomize_(TransformerBlock(cfg, 0))
+    block = filled(TransformerBlock(cfg, 0), std=0.3)
     x = torch.randn(2, 4, cfg.d_model, dtype=torch.float64)
     mid = x + block.attn(block.ln1(x))
     assert torch.allclose(block(x), mid + block.mlp(block.ln2(mid)), atol=1e-12)
