@@ -7,6 +7,8 @@ heads are summed inside one matmul, which is the same math with less memory traf
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
@@ -29,6 +31,19 @@ def rotary_tables(n_ctx: int, rotary_dim: int, base: float, dtype: torch.dtype) 
     angles = torch.outer(torch.arange(n_ctx, dtype=torch.float64, device="cpu"), inv_freq)
     angles = torch.cat((angles, angles), dim=-1)
     return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _constant_buffers(n_ctx: int, rotary_dim: int, base: float, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """Causal mask [n_ctx, n_ctx] (True above the diagonal) and RoPE cos/sin tables, on the CPU.
+
+    Built once and shared by every layer (and model) with the same sizes: they are constants,
+    never modified in place, and small tensor ops are costly on a busy machine (thread wake-ups).
+    """
+    with torch.inference_mode(False):  # normal tensors even when first built under inference_mode
+        mask = torch.ones(n_ctx, n_ctx, dtype=torch.bool, device="cpu").triu(1)
+        cos, sin = rotary_tables(n_ctx, rotary_dim, base, dtype) if rotary_dim else (None, None)
+    return mask, cos, sin
 
 
 def _is_hooked(hook: HookPoint) -> bool:
@@ -71,12 +86,12 @@ class Attention(nn.Module):
         loaders after building on the meta device.
         """
         cfg = self.cfg
-        mask = torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool, device="cpu").triu(1)
-        self.register_buffer("mask", mask if device is None else mask.to(device), persistent=False)
+        rotary_dim = cfg.rotary_dim if self.rotary else 0
+        mask, cos, sin = _constant_buffers(cfg.n_ctx, rotary_dim, float(cfg.rotary_base), cfg.dtype)
+        if device is not None:
+            mask, cos, sin = (t if t is None else t.to(device) for t in (mask, cos, sin))
+        self.register_buffer("mask", mask, persistent=False)
         if self.rotary:
-            cos, sin = rotary_tables(cfg.n_ctx, cfg.rotary_dim, cfg.rotary_base, cfg.dtype)
-            if device is not None:
-                cos, sin = cos.to(device), sin.to(device)
             self.register_buffer("rotary_cos", cos, persistent=False)
             self.register_buffer("rotary_sin", sin, persistent=False)
 

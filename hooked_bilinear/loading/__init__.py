@@ -35,7 +35,8 @@ def load_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
     if not kwargs.get("subfolder") and folder.is_dir() and (folder / "config.json").exists() \
             and is_native(read_config(folder / "config.json")):
         fold_ln = kwargs.pop("fold_ln", False)
-        kwargs.pop("subfolder", None)
+        for hub_only in ("subfolder", "revision", "cache_dir"):  # meaningless for a local folder
+            kwargs.pop(hub_only, None)
         model = load_native(folder, **kwargs)
         return model.fold_layer_norm() if fold_ln and hasattr(model, "fold_layer_norm") else model
     from hooked_bilinear.loading.hub import load_public

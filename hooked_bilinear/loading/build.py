@@ -3,7 +3,7 @@
 Every loader (our format and the public ones) ends here: construct the model on the meta device
 (`skip_init`), check the tensors against it by name and shape, assign them
 (`load_state_dict(assign=True)`, so the checkpoint's tensors become the parameters without a copy),
-then rebuild the non-persistent buffers (causal mask, RoPE tables) on the real device.
+then move the non-persistent buffers (causal mask, RoPE tables, built on the CPU) to the real device.
 """
 
 from __future__ import annotations
@@ -20,10 +20,23 @@ from hooked_bilinear.model.init import skip_init
 NONFINITE = ("warn", "raise", "ignore")
 
 
+def _dense_flat(tensor: Tensor) -> Tensor:
+    """The elements of a permuted dense tensor (e.g. a transposed view) in memory order, as 1-D.
+
+    Loaded weights are transposed views of the checkpoint's tensors; reducing them in their
+    logical order walks memory with large strides (and page faults, when memory-mapped)."""
+    expected = 1
+    for dim in sorted(range(tensor.dim()), key=tensor.stride):
+        if tensor.size(dim) != 1 and tensor.stride(dim) != expected:
+            return tensor  # overlapping or gapped: reduce it as it is
+        expected *= tensor.size(dim)
+    return tensor.as_strided((tensor.numel(),), (1,))
+
+
 def _all_finite(tensor: Tensor) -> bool:
     # One reduction instead of a full boolean mask: a NaN/inf anywhere makes the sum non-finite;
     # a finite tensor whose sum overflows falls through to the exact check.
-    if bool(torch.isfinite(tensor.sum())):
+    if bool(torch.isfinite(_dense_flat(tensor).sum())):
         return True
     return bool(torch.isfinite(tensor).all())
 
@@ -86,7 +99,7 @@ def build_model(model_cls: Callable[[Any], Any], cfg: Any, state: dict[str, Tens
         k: v.to(device=device, dtype=cfg.dtype if v.is_floating_point() else v.dtype) for k, v in state.items()
     }
     model.load_state_dict(state, strict=True, assign=True)
-    for module in model.modules():
-        if hasattr(module, "init_buffers"):
+    for module in model.modules():  # the constructor built them on the CPU: move only if needed
+        if hasattr(module, "init_buffers") and any(b.device != device for b in module.buffers(recurse=False)):
             module.init_buffers(device)
     return model

@@ -69,13 +69,15 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_native(directory: Union[str, os.PathLike], device: Optional[str] = None,
-                dtype: Optional[Union[str, torch.dtype]] = None, nonfinite: str = "warn", **overrides: Any):
+                dtype: Optional[Union[str, torch.dtype]] = None, nonfinite: str = "warn", tokenizer: bool = True,
+                **overrides: Any):
     """Load a model saved by `save_pretrained` (bit-identical weights).
 
     Args:
         directory: folder with config.json + model.safetensors (+ tokenizer.json).
         device, dtype: where and in which float type the weights end up (default: as saved).
         nonfinite: "warn", "raise" or "ignore" when a tensor holds NaN or inf.
+        tokenizer: attach the saved tokenizer.json, if any.
         **overrides: config fields to replace (None values are ignored).
 
     Raises:
@@ -101,9 +103,9 @@ def load_native(directory: Union[str, os.PathLike], device: Optional[str] = None
         raise CheckpointError(f"{directory}: unknown architecture {architecture!r}")
     state = read_safetensors(directory / "model.safetensors")
     model = build_model(model_cls, cfg, state, str(directory), nonfinite=nonfinite)
-    tokenizer = load_local_tokenizer(directory)
-    if tokenizer is not None:
-        model.set_tokenizer(tokenizer)
+    saved = load_local_tokenizer(directory) if tokenizer else None
+    if saved is not None:
+        model.set_tokenizer(saved)
     return model
 
 
