@@ -62,6 +62,11 @@ def contract_coeffs(
         return torch.cat(parts) if parts else L.new_zeros(0, d, d)
     if out is None:
         out = torch.empty(k, d, d, dtype=L.dtype, device=L.device)
+    elif out.shape != (k, d, d) or not out.is_contiguous() or out.dtype != L.dtype or out.device != L.device:
+        raise ValueError(
+            f"out has shape {tuple(out.shape)} ({out.dtype}, contiguous={out.is_contiguous()}) but must be a "
+            f"contiguous {(k, d, d)} {L.dtype} tensor on {L.device}"
+        )
     if k == 1:
         return _single(L, Rt, D[0], sym, out)
     c_max = min(chunk, k)

@@ -151,6 +151,12 @@ class BilinearTensor(SpectralMethods):
             f"biases={biases}, dtype={self.dtype}, device={self.device})"
         )
 
+    def to(self, *args, **kwargs) -> "BilinearTensor":
+        """A copy with every weight moved/cast by ``Tensor.to(*args, **kwargs)`` (e.g. torch.float64)."""
+        conv = [None if t is None else t.to(*args, **kwargs)
+                for t in (self.W_l, self.W_r, self.W_out, self.b_l, self.b_r, self.b_out)]
+        return BilinearTensor(*conv)
+
     def _bias(self, b: Tensor | None, n: int) -> Tensor:
         return b if b is not None else self.W_l.new_zeros(n)
 

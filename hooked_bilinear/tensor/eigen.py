@@ -155,9 +155,9 @@ def lanczos(
     Lanczos with full reorthogonalisation; both ends of the spectrum converge together, so one run
     covers large positive and large negative λ. The Krylov dimension p grows until every wanted Ritz
     pair has residual ‖Qv − θv‖ ≤ tol·max|θ| (or p = d, where it is exact). On breakdown (an
-    invariant subspace) it restarts from a fresh random vector orthogonal to the basis. Caveat:
-    single-vector Krylov methods find exactly repeated eigenvalues one copy per restart, so for
-    degenerate spectra prefer ``dense_eigh``.
+    invariant subspace) it restarts from a fresh random vector orthogonal to the basis; that is how
+    the copies of an exactly repeated eigenvalue are found (one per restart), so for strongly
+    degenerate spectra ``dense_eigh`` is the safer choice.
 
     Returns:
         (values [k], vectors [d, k]) sorted by |λ| descending.

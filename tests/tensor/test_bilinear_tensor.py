@@ -85,6 +85,14 @@ def test_materialize_chunking_is_exact():
     assert_close(bt.materialize(sym=True, chunk_size=3), bt.materialize(sym=True))
 
 
+def test_to_casts_every_weight():
+    w = make_weights()
+    bt32 = full(w).to(torch.float32)
+    assert all(t.dtype == torch.float32 for t in (bt32.W_l, bt32.W_r, bt32.W_out, bt32.b_l, bt32.b_r, bt32.b_out))
+    x = torch.randn(3, w.d, dtype=torch.float64)
+    assert_close(bt32.mlp(x.float()), reference_mlp(w, x).float(), torch.float32)
+
+
 def test_batching_broadcasts():
     w = make_weights()
     bt = full(w)

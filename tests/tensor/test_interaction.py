@@ -54,6 +54,13 @@ def test_batched_chunked_interaction_matches_single(dtype):
     assert_close(out, Qs, dtype)
 
 
+@own_errors
+def test_out_buffer_is_checked():
+    bt = make(d=5, m=8, d_out=4)
+    with pytest.raises(ValueError, match=r"out has shape \(7, 5, 4\)"):
+        bt.interaction(torch.randn(7, 4, dtype=torch.float64), out=torch.empty(7, 5, 4, dtype=torch.float64))
+
+
 def test_in_place_symmetrisation_by_blocks():
     from hooked_bilinear.tensor._kernels import _add_transpose_
 
@@ -198,6 +205,20 @@ def test_lanczos_full_dimension_is_exact():
     u = torch.randn(12, dtype=torch.float64)
     lz = bt.eig(u, k=12, method="lanczos")  # rank 6: the Krylov space breaks down and restarts
     assert_close(lz.matrix(), bt.interaction(u), scale=1e2)
+
+
+def test_lanczos_recovers_repeated_eigenvalues():
+    from hooked_bilinear.tensor.eigen import lanczos
+
+    d = 120
+    vals = torch.zeros(d, dtype=torch.float64)
+    vals[:5], vals[5:10], vals[10:14] = 1.0, -1.0, 0.3
+    O, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    Q = (O * vals) @ O.T
+    v, V = lanczos(lambda y: y @ Q, d, 14, Q)
+    assert_close(v.abs(), vals[:14].abs(), scale=1e3)
+    assert int((v > 0.5).sum()) == 5 and int((v < -0.5).sum()) == 5
+    assert_close((V * v) @ V.T, Q, scale=1e3)
 
 
 @own_errors
