@@ -73,9 +73,9 @@ def load_public(
         if scale_attn is not None:
             raise CheckpointError(f"{ckpt.name} is in hooked_bilinear's own format: scale_attn does not apply")
         ckpt.weights()
-        if ckpt.repo_id is not None:
+        if tokenizer and ckpt.repo_id is not None:
             ckpt.file("tokenizer.json", required=False)
-        model = load_native(ckpt.folder, device=device, dtype=dtype, nonfinite=nonfinite)
+        model = load_native(ckpt.folder, device=device, dtype=dtype, nonfinite=nonfinite, tokenizer=tokenizer)
     else:
         fmt = detect_format(config, ckpt.name)
         weights = ckpt.weights()

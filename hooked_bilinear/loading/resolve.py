@@ -110,7 +110,9 @@ def resolve(name_or_path: Union[str, os.PathLike], *, subfolder: Optional[str] =
         if path.is_dir():
             folder = path / subfolder if subfolder else path
             if not (folder / "config.json").exists():
-                raise CheckpointError(f"{folder} has no config.json: not a checkpoint folder")
+                models = sorted(str(p.parent.relative_to(folder)) for p in folder.glob("*/config.json"))
+                hint = f"; pass subfolder= one of {models[:12]}" if models else ""
+                raise CheckpointError(f"{folder} has no config.json: not a checkpoint folder{hint}")
             return Checkpoint(name=str(folder), folder=folder)
         if path.suffix in PICKLE_SUFFIXES:
             raise _pickle_error(path)
@@ -200,7 +202,8 @@ def hub_file(repo_id: str, filename: str, *, subfolder: Optional[str] = None, re
     except RevisionNotFoundError:
         raise CheckpointError(f"{repo_id}: no revision {revision!r} on the Hub") from None
     except EntryNotFoundError:
-        raise HubEntryMissing(f"{where} does not exist on the Hub") from None
+        only = " (only safetensors weights are read, pickles never)" if filename == WEIGHTS else ""
+        raise HubEntryMissing(f"{where} does not exist on the Hub{only}") from None
     except HFValidationError as e:
         raise CheckpointError(f"{repo_id!r} is not a valid Hub id ({e})") from None
     except (HfHubHTTPError, OSError) as e:

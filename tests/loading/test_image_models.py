@@ -63,6 +63,8 @@ def test_missing_subfolder_lists_the_models(tmp_path, cache_dir):
         put_in_hub_cache(cache_dir, "tdooms/mnist", write_mnist(tmp_path / name), subfolder=name)
     with pytest.raises(CheckpointError, match=r"pass subfolder=.*n0-wd0-r0-t0"):
         HookedBilinearMLP.from_pretrained("tdooms/mnist", cache_dir=cache_dir)
+    with pytest.raises(CheckpointError, match=r"has no config.json.*pass subfolder=.*n0-wd0-r0-t0"):
+        HookedBilinearMLP.from_pretrained(tmp_path)
 
 
 def test_native_image_model_round_trip(tmp_path):
