@@ -6,6 +6,7 @@ that moves things is fixed here and nowhere else. Pinned to `transformer-lens>=4
 
 from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule
 from transformer_lens.config import TransformerLensConfig
+from transformer_lens.head_detector import detect_head
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities import get_act_name, lm_cross_entropy_loss
 
@@ -15,6 +16,7 @@ __all__ = [
     "HookPoint",
     "HookedRootModule",
     "TransformerLensConfig",
+    "detect_head",
     "get_act_name",
     "lm_cross_entropy_loss",
 ]
