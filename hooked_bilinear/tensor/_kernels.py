@@ -10,7 +10,6 @@ from torch import Tensor
 
 from hooked_bilinear.tensor._validate import auto_chunk
 
-
 # Temporary budget for a single direction (bench/tensor.py measures the peak of Q_u + eigh).
 SINGLE_BYTES = 2**20
 
@@ -54,6 +53,8 @@ def contract_coeffs(
         D = 0.5 * D  # fold the ½ of the symmetrisation into the coefficients
     Rt = R.T
     if _needs_grad(L, R, D):  # out= buffers do not support autograd
+        if out is not None:
+            raise ValueError("out= cannot be used while gradients are tracked; use torch.no_grad() or drop out")
         parts = []
         for s in range(0, k, chunk):
             Dc = D[s : s + chunk]

@@ -56,9 +56,9 @@ class SpectralMethods:
         Cost: 2·d_in²·d_mlp flops per direction, never d_in³.
         """
         bt = self._factors(augmented)
+        D = bt.neuron_coeffs(u)
         if u.ndim not in (1, 2):
             raise ValueError(f"u has shape {tuple(u.shape)} but must be [d_out] or [k, d_out]")
-        D = bt.neuron_coeffs(u)
         Q = contract_coeffs(bt.W_l, bt.W_r, D.reshape(-1, bt.d_mlp), sym=True, chunk_size=chunk_size, out=out)
         return Q[0] if u.ndim == 1 else Q
 

@@ -24,3 +24,13 @@ DTYPES = [torch.float64, torch.float32]
 @pytest.fixture(params=DTYPES, ids=["fp64", "fp32"])
 def dtype(request) -> torch.dtype:
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tests use tiny matrices, where intra-op threads only add overhead; on a shared CPU,
+    OpenMP barriers made small LAPACK calls ~50x slower. Restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
