@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hooked_bilinear.tensor._kernels import contract_coeffs, factor_gram, matvec_coeffs
+from hooked_bilinear.tensor._kernels import _needs_grad, contract_coeffs, factor_gram, matvec_coeffs
 from hooked_bilinear.tensor._validate import auto_chunk, check_input, size_guard
 from hooked_bilinear.tensor.eigen import Eigen, Spectra, dense_eigh, lanczos, sort_by_magnitude
 
@@ -160,7 +160,7 @@ class SpectralMethods:
         values = self.W_l.new_empty(k, d)
         vecs = self.W_l.new_empty(k, d, d) if vectors else None
         work: dict = {}
-        Qbuf = None if torch.is_grad_enabled() and self.W_l.requires_grad else self.W_l.new_empty(chunk, d, d)
+        Qbuf = None if _needs_grad(self.W_l, self.W_r, D) else self.W_l.new_empty(chunk, d, d)
         for s in range(0, k, chunk):
             Dc = D[s : s + chunk]
             out = Qbuf[: Dc.shape[0]] if Qbuf is not None else None

@@ -118,10 +118,13 @@ def test_spectra_vectors_guard():
         bt.spectra(torch.randn(3, 5, dtype=torch.float64), vectors=True, max_bytes=10)
 
 
-def test_spectra_with_gradients():
+@pytest.mark.parametrize("which", ["W_l", "W_out"])
+def test_spectra_with_gradients(which):
     w = make_weights(bias=False)
-    W_l = w.W_l.clone().requires_grad_(True)
-    bt = BilinearTensor(W_l, w.W_r, w.W_out)
+    p = getattr(w, which).clone().requires_grad_(True)
+    bt = BilinearTensor(**{"W_l": w.W_l, "W_r": w.W_r, "W_out": w.W_out, which: p})
     sp = bt.spectra(torch.randn(3, 7, dtype=torch.float64))
     sp.values.abs().sum().backward()
-    assert W_l.grad is not None and W_l.grad.abs().sum() > 0
+    assert p.grad is not None and p.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="out= cannot be used while gradients are tracked"):
+        bt.interaction(torch.randn(2, 7, dtype=torch.float64), out=torch.empty(2, 7, 7, dtype=torch.float64))
