@@ -1,21 +1,32 @@
 """hooked_bilinear: hooked transformers with bilinear MLPs, their tensor algebra, and exact circuits.
 
+Layout (arrows point one way: analysis depends on the model, never the reverse):
+    components/, model/   the hooked transformer and the hooked image classifier
+    tensor/               the factored bilinear tensor: interaction matrices, eigen, HOSVD, token space
+    circuits/             exact path expansion of one forward pass; weight-only token circuits
+    loading/              our checkpoint format, the public tdooms/... formats, tokenizers, SAEs
+    train/, zoo/          the training loop, toy tasks, and the bundled models
+
 Example:
-    >>> from hooked_bilinear import HookedBilinearConfig, HookedBilinearTransformer
-    >>> cfg = HookedBilinearConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=128, d_vocab=100, n_ctx=32)
-    >>> model = HookedBilinearTransformer(cfg)
+    >>> from hooked_bilinear import HookedBilinearTransformer
+    >>> model = HookedBilinearTransformer.from_pretrained("modadd-113-1l")  # doctest: +SKIP
 """
 
+from hooked_bilinear.circuits import PathDecomposition, Target, decompose
 from hooked_bilinear.config import HookedBilinearConfig
 from hooked_bilinear.errors import CheckpointError, ConfigError, HookNameError, InputError, NotBilinearError
 from hooked_bilinear.hook_point import HookPoint, HookReturnError
-from hooked_bilinear.loading import bundled_models
+from hooked_bilinear.loading import bundled_models, load_pretrained
+from hooked_bilinear.loading.registry import list_pretrained
+from hooked_bilinear.loading.sae import TopKSAE, load_sae
 from hooked_bilinear.model.hooked_bilinear_mlp import HookedBilinearMLP, HookedBilinearMLPConfig
 from hooked_bilinear.model.hooked_bilinear_transformer import HookedBilinearTransformer
+from hooked_bilinear.tensor import BilinearTensor, TokenBilinear
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BilinearTensor",
     "CheckpointError",
     "ConfigError",
     "HookNameError",
@@ -27,5 +38,13 @@ __all__ = [
     "HookedBilinearTransformer",
     "InputError",
     "NotBilinearError",
+    "PathDecomposition",
+    "Target",
+    "TokenBilinear",
+    "TopKSAE",
     "bundled_models",
+    "decompose",
+    "list_pretrained",
+    "load_pretrained",
+    "load_sae",
 ]

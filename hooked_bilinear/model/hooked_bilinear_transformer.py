@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from hooked_bilinear._tl import ActivationCache, HookedRootModule, lm_cross_entropy_loss
 from hooked_bilinear.components import Embed, PosEmbed, TransformerBlock, Unembed, make_norm
 from hooked_bilinear.config import HookedBilinearConfig
-from hooked_bilinear.errors import InputError, NotBilinearError
+from hooked_bilinear.errors import CheckpointError, InputError, NotBilinearError
 from hooked_bilinear.hook_point import HookPoint
 from hooked_bilinear.model import processing
 from hooked_bilinear.model.generate import GenerationMixin
@@ -265,7 +265,13 @@ class HookedBilinearTransformer(WeightAccessors, TokenizationMixin, GenerationMi
         """
         from hooked_bilinear.loading import load_pretrained
 
-        return load_pretrained(name_or_path, **kwargs)
+        model = load_pretrained(name_or_path, **kwargs)
+        if not isinstance(model, cls):
+            raise CheckpointError(
+                f"{name_or_path!r} holds a {type(model).__name__}, not a {cls.__name__}: "
+                f"load it with {type(model).__name__}.from_pretrained or hooked_bilinear.load_pretrained"
+            )
+        return model
 
     def summary(self) -> str:
         """One line with the sizes and architecture choices (`print(model)` shows the module tree)."""
