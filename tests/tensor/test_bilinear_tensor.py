@@ -222,22 +222,25 @@ def test_materialize_guard_names_bytes_and_limit():
     assert bt.materialize(max_bytes=n_bytes).shape == (7, 7, 7)  # raising the limit allows it
 
 
-def test_real_bilinear_mlp_component_if_available():
-    """Parity with the core model's BilinearMLP (integration; skipped if the component is absent)."""
-    mod = pytest.importorskip("hooked_bilinear.components.bilinear_mlp")
-    layer = mod.BilinearMLP.__new__(mod.BilinearMLP)
-    torch.nn.Module.__init__(layer)
+@pytest.mark.parametrize("gate", [None, "silu"])
+def test_real_bilinear_mlp_component(gate):
+    """Parity with the core model's BilinearMLP layer (one component, random weights, no model)."""
+    from hooked_bilinear import HookedBilinearConfig
+    from hooked_bilinear.components.bilinear_mlp import BilinearMLP
+
+    cfg = HookedBilinearConfig(n_layers=1, d_model=7, n_heads=1, d_head=7, d_mlp=11, d_vocab=5, n_ctx=4,
+                               mlp_bias=True, dtype=torch.float64, gate=gate)
+    layer = BilinearMLP(cfg)
     w = make_weights()
-    for name, t in vars(w).items():
-        setattr(layer, name, torch.nn.Parameter(t))
-    layer.cfg = SimpleNamespace(gate=None)
-    layer.gate = None
-    for hook in ("hook_pre", "hook_pre_linear", "hook_post"):
-        setattr(layer, hook, torch.nn.Identity())
-    x = torch.randn(2, 3, w.d, dtype=torch.float64)
+    with torch.no_grad():
+        for name, t in vars(w).items():
+            getattr(layer, name).copy_(t)
+    if gate is not None:
+        with pytest.raises(NotBilinearError, match=f"gate='{gate}'"):
+            BilinearTensor.from_layer(layer)
+        return
     bt = BilinearTensor.from_layer(layer)
+    x = torch.randn(2, 3, w.d, dtype=torch.float64)
     with torch.no_grad():
         assert_close(bt.mlp(x), layer(x))
-    layer.cfg = SimpleNamespace(gate="silu")
-    with pytest.raises(NotBilinearError):
-        BilinearTensor.from_layer(layer)
+        assert_close(bt.mlp(x), reference_mlp(w, x))
