@@ -151,6 +151,20 @@ class HookedBilinearTransformer(WeightAccessors, TokenizationMixin, GenerationMi
             check_hook_names([name], self.hook_dict)
         super().add_hook(name, hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
 
+    def remove_all_hook_fns(self, direction: Literal["fwd", "bwd", "both"] = "both",
+                            including_permanent: bool = False, level: Optional[int] = None) -> None:
+        """TL's removal, visiting only hook points that hold hooks.
+
+        TL rebuilds both handle lists of every hook point (two nn.Module.__setattr__ calls each), which
+        was most of the fixed cost of run_with_hooks/run_with_cache on a small model; a point with no
+        handles has nothing to remove.
+        """
+        if direction not in ("fwd", "bwd", "both"):
+            raise ValueError(f"Invalid direction {direction}")
+        for hp in self.hook_points():
+            if hp.fwd_hooks or hp.bwd_hooks:
+                hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
+
     @contextmanager
     def hooks(self, fwd_hooks: HookList = [], bwd_hooks: HookList = [], reset_hooks_end: bool = True,
               clear_contexts: bool = False):
