@@ -97,12 +97,14 @@ def test_image_model_round_trip(tmp_path, overrides):
     cfg = HookedBilinearMLPConfig(d_input=64, d_hidden=12, input_shape=(8, 8), seed=0, dtype="float64", **overrides)
     model = HookedBilinearMLP(cfg)
     model.save_pretrained(tmp_path)
-    loaded = HookedBilinearTransformer.from_pretrained(tmp_path)  # the architecture comes from config.json
+    loaded = HookedBilinearMLP.from_pretrained(tmp_path)
     assert isinstance(loaded, HookedBilinearMLP)
     assert loaded.cfg == model.cfg and loaded.cfg.input_shape == (8, 8)
     assert_same_model(model, loaded)
     images = torch.rand(5, 8, 8, dtype=torch.float64)
     assert torch.equal(loaded(images), model(images))
+    with pytest.raises(CheckpointError, match="HookedBilinearMLP"):  # the wrong class says which one to use
+        HookedBilinearTransformer.from_pretrained(tmp_path)
 
 
 # ------------------------------------------------------------------ bad checkpoints
