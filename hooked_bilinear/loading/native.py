@@ -11,7 +11,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from hooked_bilinear.config import HookedBilinearConfig
+from hooked_bilinear.config import ConfigError, HookedBilinearConfig
 from hooked_bilinear.errors import CheckpointError
 from hooked_bilinear.loading.build import build_model, check_state_dict
 
@@ -95,12 +95,16 @@ def load_native(directory: Union[str, os.PathLike], device: Optional[str] = None
         config["device"] = str(device)
     if dtype is not None:
         config["dtype"] = str(dtype).removeprefix("torch.")
-    if architecture == "HookedBilinearMLP":
-        model_cls, cfg = HookedBilinearMLP, HookedBilinearMLPConfig(**config)
-    elif architecture == "HookedBilinearTransformer":
-        model_cls, cfg = HookedBilinearTransformer, HookedBilinearConfig.from_dict(config)
-    else:
+    if architecture not in ("HookedBilinearMLP", "HookedBilinearTransformer"):
         raise CheckpointError(f"{directory}: unknown architecture {architecture!r}")
+    try:
+        if architecture == "HookedBilinearMLP":
+            model_cls, cfg = HookedBilinearMLP, HookedBilinearMLPConfig(**config)
+        else:
+            model_cls, cfg = HookedBilinearTransformer, HookedBilinearConfig.from_dict(config)
+    except (ConfigError, TypeError) as e:  # name the file: a bare ConfigError does not say where it came from
+        given = f" (with overrides {sorted(overrides)})" if overrides else ""
+        raise CheckpointError(f"{directory / 'config.json'}{given} is not a valid {architecture} config: {e}") from e
     state = read_safetensors(directory / "model.safetensors")
     model = build_model(model_cls, cfg, state, str(directory), nonfinite=nonfinite)
     saved = load_local_tokenizer(directory) if tokenizer else None
