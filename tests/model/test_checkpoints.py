@@ -183,6 +183,23 @@ def test_corrupt_config_raises_checkpoint_error(saved, text):
         HookedBilinearTransformer.from_pretrained(path)
 
 
+@pytest.mark.parametrize("edit, fragment", [({"d_mlp": -3}, "d_mlp must be a positive integer"),
+                                            ({"colour": "red"}, "unknown config keys ['colour']")])
+def test_invalid_config_values_raise_checkpoint_error_naming_the_file(saved, edit, fragment):
+    path, _ = saved
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, **edit}))
+    with pytest.raises(CheckpointError) as info:
+        HookedBilinearTransformer.from_pretrained(path)
+    assert str(path / "config.json") in str(info.value) and fragment in str(info.value)
+
+
+def test_misspelled_override_is_named(saved):
+    path, _ = saved
+    with pytest.raises(CheckpointError, match=r"overrides \['dtpye'\]"):
+        HookedBilinearTransformer.from_pretrained(path, dtpye="float32")
+
+
 def test_nan_weights_warn_by_default_and_raise_on_request(saved):
     path, _ = saved
 
