@@ -363,3 +363,42 @@ def test_gelu_gate_uses_exact_gelu():
     _, cache = model.run_with_cache(random_tokens(model.cfg), names_filter=lambda n: "mlp.hook_p" in n)
     pre, lin = cache["blocks.0.mlp.hook_pre"], cache["blocks.0.mlp.hook_pre_linear"]
     assert torch.allclose(cache["blocks.0.mlp.hook_post"], F.gelu(pre) * lin, atol=1e-13)
+
+
+# ------------------------------------------------------------------ the image model (HookedBilinearMLP)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_image_model_hooks_fire_once_and_satisfy_the_identities(residual):
+    from hooked_bilinear import HookedBilinearMLP, HookedBilinearMLPConfig
+
+    cfg = HookedBilinearMLPConfig(d_input=64, d_hidden=8, n_layers=2, residual=residual, bias=True, seed=0,
+                                  dtype="float64")
+    model = HookedBilinearMLP(cfg)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.mlp.b_l.normal_()
+            block.mlp.b_r.normal_()
+    images = torch.rand(4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    counts = Counter()
+    model.run_with_hooks(images, fwd_hooks=[(lambda n: True, lambda t, hook: counts.update([hook.name]))])
+    assert counts == Counter({name: 1 for name in model.hook_dict})
+    logits, cache = model.run_with_cache(images)
+    assert isinstance(cache, ActivationCache)
+    h = images.reshape(4, 64) @ model.W_E
+    assert torch.allclose(cache["hook_embed"], h, atol=1e-12)
+    for layer, block in enumerate(model.blocks):
+        c = lambda name: cache[f"blocks.{layer}.{name}"]  # noqa: E731
+        assert torch.allclose(c("hook_resid_pre"), h, atol=1e-12)
+        assert torch.allclose(c("mlp.hook_pre"), h @ block.mlp.W_l + block.mlp.b_l, atol=1e-12)
+        assert torch.allclose(c("mlp.hook_pre_linear"), h @ block.mlp.W_r + block.mlp.b_r, atol=1e-12)
+        assert torch.allclose(c("mlp.hook_post"), c("mlp.hook_pre") * c("mlp.hook_pre_linear"), atol=1e-12)
+        h = c("mlp.hook_post") + (h if residual else 0)
+        assert torch.allclose(c("hook_resid_post"), h, atol=1e-12)
+    assert torch.allclose(logits, h @ model.W_U + model.b_U, atol=1e-12)
+    assert torch.equal(cache["hook_logits"], logits)
+    edited = model.run_with_hooks(images, fwd_hooks=[("blocks.0.mlp.hook_post", lambda t, hook: 2 * t)])
+    assert not torch.allclose(edited, logits)
+    with pytest.raises(HookReturnError):
+        model.run_with_hooks(images, fwd_hooks=[("hook_embed", lambda t, hook: t[:1])])
+    assert not any(hp.fwd_hooks for hp in model.hook_dict.values())
