@@ -43,22 +43,31 @@ class _Norm(nn.Module):
             fused = self._fused(x)
             if fused is not None:
                 return self.hook_normalized(fused)
-        if self.center:
-            x = x - x.mean(-1, keepdim=True)
-        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        x = x / scale
+        centered = x - x.mean(-1, keepdim=True) if self.center else x
+        sigma = (centered.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
+        version = None if sigma.is_inference() else sigma._version
+        scale = self.hook_scale(sigma)
+        if scale is sigma and version is not None and sigma._version == version:
+            # The hooks only read σ (caching does): none replaced it, edited it in place or wrapped it
+            # for a backward hook. The output is then the unhooked forward's, bit for bit, without
+            # three temporaries that otherwise churn the allocator while a cache grows.
+            fused = self._fused(x)
+            if fused is not None:
+                return self.hook_normalized(fused)
+        out = centered / scale
         if self.has_weight:
-            x = x * self.w
+            out = out * self.w
         if self.has_bias:
-            x = x + self.b
-        return self.hook_normalized(x)
+            out = out + self.b
+        return self.hook_normalized(out)
 
     def _fused(self, x: Tensor) -> Optional[Tensor]:
         """The same norm as one fused kernel, or None where torch has none (rms_norm needs torch >= 2.4).
 
-        Only used when nothing listens on hook_scale, so σ never has to exist as a tensor: the manual
-        path reads x five times and writes four temporaries, and the norms were most of the forward
-        overhead against a plain module. Agrees with the manual path to float rounding (~1e-7 relative).
+        Used when nothing listens on hook_scale (σ then never has to exist as a tensor) or when its
+        hooks only read σ: the manual path reads x five times and writes four temporaries, and the
+        norms were most of the forward overhead against a plain module. Agrees with the manual path
+        to float rounding (~1e-7 relative).
         """
         w = self.w if self.has_weight else None
         if self.center:
