@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from hooked_bilinear.circuits.frozen import FrozenRun
+from hooked_bilinear.circuits.heads import head_children
 from hooked_bilinear.circuits.nodes import Node, NodeTable
 from hooked_bilinear.circuits.target import Readout
 
@@ -176,14 +177,8 @@ class PathEngine:
         if hit is not None:
             return hit
         T, k, l = self.table, node.kind, node.layer
-        if k == "head_c":
-            parts = T.parts_pre(l)
-            kids = [T.get("head", l, node.head, (c,)) for c in parts]
-            V = self.head_apply(l, node.head, torch.stack([self.value(c, "all") for c in parts]), where)
-        elif k == "head":
-            inner, X = self.children_values(node.args[0], "all")
-            kids = [T.get("head", l, node.head, (c,)) for c in inner]
-            V = self.head_apply(l, node.head, X, where)
+        if k in ("head_c", "head"):
+            kids, V = head_children(self, node, where)
         elif k in ("mlp_c", "sq"):
             if k == "mlp_c":
                 xs = T.mlp_inputs(l)

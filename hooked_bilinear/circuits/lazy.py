@@ -39,6 +39,7 @@ class LazyExpansion:
         self.frontier: dict[int, list] = {}  # node id -> [node, multiplicity, contribution [batch]]
         self._heap: list[tuple[float, int]] = []
         self.history: list[dict] = []
+        self.skipped: list[Node] = []  # too large to expand under the caps; kept as exact remainders
         V = torch.stack([engine.value(x, "tgt") for x in start])
         self._add(start, V)
 
@@ -90,14 +91,22 @@ class LazyExpansion:
         self.history.append(rec)
         return rec
 
-    def run(self, budget: int = 100, max_terms: Optional[int] = None, tol: float = 0.0) -> "LazyExpansion":
-        """Expand up to `budget` nodes; stop early when the frontier would exceed `max_terms` or when
-        every unexpanded remainder has |contribution| <= tol·|total|."""
+    def run(self, budget: int = 100, max_terms: Optional[int] = None, tol: float = 0.0,
+            max_children: Optional[int] = 50_000) -> "LazyExpansion":
+        """Expand up to `budget` nodes, best first.
+
+        A node whose expansion would create more than `max_children` terms, or grow the frontier past
+        `max_terms`, is skipped (it stays an exact remainder, listed in `skipped`): squaring an MLP
+        aggregate of k terms creates k(k+1)/2 children. Stops early once every unexpanded remainder has
+        |contribution| <= tol·|total|.
+        """
         for _ in range(budget):
             node = self.best()
+            while node is not None and self._too_big(node, max_terms, max_children):
+                heapq.heappop(self._heap)
+                self.skipped.append(node)
+                node = self.best()
             if node is None:
-                break
-            if max_terms is not None and len(self.frontier) - 1 + len(self.engine.table.children(node)) > max_terms:
                 break
             if tol > 0:
                 total = float(sum(m * c for _, m, c in self.frontier.values()).abs().sum())
@@ -105,6 +114,11 @@ class LazyExpansion:
                     break
             self.step()
         return self
+
+    def _too_big(self, node: Node, max_terms: Optional[int], max_children: Optional[int]) -> bool:
+        n = self.engine.table.n_children(node)
+        return (max_children is not None and n > max_children) or \
+            (max_terms is not None and len(self.frontier) - 1 + n > max_terms)
 
     def decomposition(self) -> PathDecomposition:
         """The current frontier (plus the b_U' term at the logits) as an exact PathDecomposition."""

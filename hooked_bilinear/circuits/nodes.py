@@ -158,6 +158,24 @@ class NodeTable:
             out += [self.get("pair", kind_layer, None, (x, y)) for y in xs[i + 1:]]
         return out
 
+    def n_children(self, node: Node) -> int:
+        """len(children(node)), without creating any node."""
+        k = node.kind
+        if k == "head_c":
+            return len(self.parts_pre(node.layer))
+        if k == "mlp_c":
+            n = len(self.mlp_inputs(node.layer))
+            return n * (n + 1) // 2
+        if k == "head":
+            return self.n_children(node.args[0])
+        if k == "sq":
+            n = self.n_children(node.args[0])
+            return n * (n + 1) // 2
+        if k == "pair":
+            x, y = node.args
+            return self.n_children(x if x.expandable else y)
+        return 0
+
     def children(self, node: Node) -> list[Node]:
         """The exact expansion of `node` (see the module docstring)."""
         k, l = node.kind, node.layer

@@ -88,3 +88,37 @@ def test_lazy_budget_tol_and_frontier_cap():
     assert len(loose.history) < 1000
     rem = [abs(v) for n, v in zip(loose.nodes, loose.values.abs().sum(1).tolist()) if n.expandable]
     assert max(rem) <= 0.5 * loose.total.abs().sum().item() + 1e-12
+
+
+def _rebuild(table, node):
+    return table.get(node.kind, node.layer, node.head, tuple(_rebuild(table, a) for a in node.args))
+
+
+@pytest.mark.parametrize("pos", [-1, (1, 4)])
+def test_heads_over_mlps_contract_positions_first_and_match_direct_values(pos):
+    """The fast path (Σ_s W[p,s] h[s], then W_out W_V W_O) equals each child's value computed directly."""
+    from hooked_bilinear.circuits.decompose import make_engine
+
+    model = make_model(3, "LN")
+    fast, _ = make_engine(model, tokens(), Target.logit(2, pos=pos))
+    slow, _ = make_engine(model, tokens(), Target.logit(2, pos=pos))
+    T = fast.table
+    sq0 = T.get("sq", 0, None, (T.get("head_c", 0, 1),))
+    for node in [T.get("head", 2, 1, (T.get("head", 1, 0, (T.get("mlp_c", 0),)),)),
+                 T.get("head", 1, 1, (T.get("mlp_c", 0),)),
+                 T.get("head", 2, 0, (sq0,)),
+                 T.get("head", 2, 0, (T.get("pair", 1, None, (T.get("mlp_c", 0), T.get("one", 1))),))]:
+        kids, V = fast.children_values(node, "tgt")
+        assert len(kids) == T.n_children(node) == len(T.children(node))
+        want = torch.stack([slow.value(_rebuild(slow.table, c), "tgt") for c in kids])
+        torch.testing.assert_close(V, want, rtol=1e-10, atol=1e-12)
+
+
+def test_lazy_skips_expansions_above_the_caps():
+    model = make_model(2, "LN")
+    d = decompose(model, tokens(), level="lazy", target=3, budget=50)
+    lazy = expand_lazy(model, tokens(), target=3).run(50, max_children=30)
+    assert lazy.skipped and all(lazy.engine.table.n_children(n) > 30 for n in lazy.skipped)
+    assert all(r["n_children"] <= 30 for r in lazy.history)
+    assert lazy.decomposition().check().max_rel_err < 1e-10
+    assert max(r["n_children"] for r in d.history) > 30
