@@ -54,7 +54,7 @@ def randomize_(model: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> tor
     """Perturb every parameter (biases and norm weights too), so no identity holds by accident of zeros."""
     gen = torch.Generator().manual_seed(seed)
     for _, p in sorted(model.named_parameters()):
-        p.add_((torch.randn(p.shape, generator=gen, dtype=torch.float64) * scale).to(p.dtype))
+        p.add_((torch.randn(p.shape, generator=gen, dtype=torch.float64) * scale).to(p))
     return model
 
 

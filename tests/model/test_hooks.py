@@ -273,6 +273,18 @@ def test_cache_device_offload(model, tokens):
         assert torch.equal(on_model[name], offloaded[name])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cache_offload_from_a_gpu_model(tokens):
+    model = make_model(device="cuda")
+    logits, offloaded = model.run_with_cache(tokens, device="cpu")  # CPU tokens are moved to the model
+    assert logits.device.type == "cuda"
+    assert all(t.device.type == "cpu" for t in offloaded.values())
+    _, on_gpu = model.run_with_cache(tokens)
+    for name in offloaded.keys():
+        assert on_gpu[name].device.type == "cuda"
+        assert torch.allclose(on_gpu[name].cpu(), offloaded[name], atol=1e-12)
+
+
 # ------------------------------------------------------------------ backward hooks
 
 
