@@ -24,7 +24,8 @@ def load_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
 
     Resolution order: a bundled zoo name; a local folder in our format; anything else goes to
     `load_public` (public formats detected from config keys, local or through the HF cache,
-    honouring HF_HUB_OFFLINE). `fold_ln=True` folds the norm weights in every case.
+    honouring HF_HUB_OFFLINE). `fold_ln=True` folds the norm weights in every case. The model is
+    returned in eval mode, as TL's patching and logit-lens tools expect for an analysis model.
 
     Raises:
         CheckpointError: the name is none of these, or its files are missing or do not match.
@@ -38,10 +39,12 @@ def load_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
         for hub_only in ("subfolder", "revision", "cache_dir"):  # meaningless for a local folder
             kwargs.pop(hub_only, None)
         model = load_native(folder, **kwargs)
-        return model.fold_layer_norm() if fold_ln and hasattr(model, "fold_layer_norm") else model
+        if fold_ln and hasattr(model, "fold_layer_norm"):
+            model.fold_layer_norm()
+        return model.eval()
     from hooked_bilinear.loading.hub import load_public
 
-    return load_public(name, **kwargs)
+    return load_public(name, **kwargs).eval()
 
 
 def list_pretrained(as_frame: bool = True):

@@ -85,3 +85,13 @@ def test_list_pretrained():
     assert (row.n_layers, row.d_model, row.d_mlp, row.n_heads, row.n_ctx) == (16, 1024, 4096, 16, 512)
     assert 330e6 < row.n_params < 340e6  # "~335M params" in the spec
     assert list_pretrained(as_frame=False)[0]["id"] == "tdooms/ts-medium"
+
+
+def test_loaded_models_are_in_eval_mode(tmp_path):
+    """TL's patching and logit-lens tools expect an analysis model in eval mode."""
+    from hooked_bilinear import HookedBilinearConfig, HookedBilinearTransformer, load_pretrained
+
+    cfg = HookedBilinearConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, d_mlp=16, d_vocab=7, n_ctx=4, seed=0)
+    HookedBilinearTransformer(cfg).save_pretrained(tmp_path)
+    assert load_pretrained(tmp_path).training is False
+    assert HookedBilinearTransformer.from_pretrained(str(tmp_path)).training is False
