@@ -4,7 +4,10 @@ Models: 1, 2, 4, 6 layers, d_model 256, 8 heads (d_head 32), d_mlp 1024, d_vocab
 weight and bias random (so every bias leaf and ONE exists: the largest term counts), one sequence of
 128 tokens, CPU float32. Target of level 2 / full / lazy: the logit of the top token at the last position.
 
-Time: median of interleaved repeats against `model(tokens)` (no hooks, no_grad) in the same process.
+Time: median of interleaved repeats against `model(tokens)` (no hooks, no_grad) in the same process, on
+ONE intra-op thread: on the shared 2-core machine this was written on, a 2-thread OpenMP pool made the
+6-layer forward pass 40x slower (2.2 s instead of 55 ms) whenever other processes held the cores, which
+would make every ratio meaningless. The previous thread count is restored afterwards.
 Memory: a fresh subprocess per model (MALLOC_MMAP_THRESHOLD_=65536 so freed blocks leave RSS); each case
 is warmed up once, then its RSS high-water delta (VmHWM reset via /proc/self/clear_refs) is divided by
 the forward pass's. Lazy expansion is timed at several budgets; its cost per created node shows it
@@ -71,6 +74,7 @@ def _rss_kb(field: str) -> int:
 
 def _peak_child(n_layers: int, budgets: list[int]) -> None:
     """Runs in a fresh subprocess: print {case: peak RSS increase in KiB} for one model."""
+    torch.set_num_threads(1)
     model, tokens, target = build(n_layers)
     fns = {"forward": lambda: model(tokens), **cases(model, tokens, target, budgets)}
     peaks = {}
@@ -98,24 +102,34 @@ def peaks_kb(n_layers: int, budgets: list[int]) -> dict:
 
 
 def run(quick: bool = False) -> list[dict]:
-    torch.set_grad_enabled(False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            return _run(quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(quick: bool) -> list[dict]:
     layers = (1, 6) if quick else (1, 2, 4, 6)
-    budgets = [10, 100] if quick else [10, 30, 100, 300]
-    repeats = 3 if quick else 7
+    budgets = [10, 50] if quick else [10, 30, 100, 300]
+    repeats = 2 if quick else 5
     rows = []
     for n_layers in layers:
         model, tokens, target = build(n_layers)
+        results: dict = {}
+        keep = lambda name, fn: (lambda: results.__setitem__(name, fn()))  # noqa: E731
         fns = {"forward": lambda: model(tokens), **cases(model, tokens, target, budgets)}
-        times = time_interleaved(fns, repeats=repeats, warmup=1)
+        times = time_interleaved({k: keep(k, f) for k, f in fns.items()}, repeats=repeats, warmup=1)
         peaks = peaks_kb(n_layers, budgets)
-        base = f"{n_layers}L forward"
         n_full = count_paths(n_layers, model.cfg.n_heads)
-        for name, fn in fns.items():
+        for name in fns:
             if name == "forward":
                 continue
-            row = dict(bench="circuits", case=f"{n_layers}L {name}", baseline="model(tokens), same run",
+            result = results[name]
+            row = dict(bench="circuits", case=f"{n_layers}L {name}", baseline="model(tokens), same run, 1 thread",
                        **ratio_stats(times[name], times["forward"]), target="reference")
-            result = fn()
             notes = [f"{len(result)} terms", f"rel err {result.check().max_rel_err:.1e}"]
             if name.startswith("level 2") and n_layers in LEVEL2_TARGET:
                 row["target"] = f"<= {LEVEL2_TARGET[n_layers]:g}"
@@ -123,7 +137,8 @@ def run(quick: bool = False) -> list[dict]:
                 created = sum(h["n_children"] for h in result.history)
                 row["nodes_created"] = created
                 row["us_per_node"] = 1e6 * row["median_s"] / max(created, 1)
-                notes.append(f"{created} nodes created, {row['us_per_node']:.0f} µs/node")
+                notes.append(f"{len(result.history)} expanded, {created} nodes created, "
+                             f"{row['us_per_node']:.0f} µs/node")
             if peaks.get(name) is not None and peaks.get("forward"):
                 row["mem_ratio"] = peaks[name] / peaks["forward"]
                 notes.append(f"peak RSS Δ {peaks[name] / 1024:.1f} MB = ×{row['mem_ratio']:.1f} forward")
@@ -131,8 +146,8 @@ def run(quick: bool = False) -> list[dict]:
             rows.append(row)
         if n_full > MAX_FULL:
             rows.append(dict(bench="circuits", case=f"{n_layers}L full enumeration", ratio=None, target="refused",
-                             baseline=base, note=f"guard: {n_full:.3g} path terms > max_terms={MAX_FULL:,}; use lazy"))
-        del model
+                             met=None, note=f"guard: {n_full:.3g} path terms > max_terms={MAX_FULL:,}; use lazy"))
+        del model, results
     return rows
 
 
