@@ -23,16 +23,27 @@ from typing import Optional
 
 LEAVES = ("tok", "pos", "bO", "bout", "one", "bU")
 AGGREGATES = ("head_c", "mlp_c")
+_RANK = {
+    "tok": lambda l, h: (-1, 0, 0), "pos": lambda l, h: (-1, 1, 0), "bU": lambda l, h: (1 << 30, 0, 0),
+    "head_c": lambda l, h: (l, 0, h), "head": lambda l, h: (l, 0, h), "bO": lambda l, h: (l, 1, 0),
+    "one": lambda l, h: (l, 2, 0), "mlp_c": lambda l, h: (l, 3, 0), "sq": lambda l, h: (l, 3, 0),
+    "pair": lambda l, h: (l, 3, 0), "bout": lambda l, h: (l, 4, 0),
+}
 
 
 class Node:
     """One interned path-tree node; create them with `NodeTable.get`."""
 
-    __slots__ = ("id", "kind", "layer", "head", "args", "expandable", "degree", "_label", "_sig", "_tree")
+    __slots__ = ("id", "kind", "layer", "head", "args", "expandable", "degree", "key", "shape_key", "_label", "_sig", "_tree")
 
     def __init__(self, id: int, kind: str, layer: Optional[int], head: Optional[int], args: tuple["Node", ...]):
         self.id, self.kind, self.layer, self.head, self.args = id, kind, layer, head, args
         self._label = self._sig = self._tree = None
+        # residual-stream order (tok, pos, heads, bO, ONE, mlp, bout per layer), then the arguments':
+        # orders the two arguments of an unordered pair the same way however the pair was reached
+        self.key = (_RANK[kind](layer, head), *(a.key for a in args))
+        rank = (-1, 0, 0) if kind in ("tok", "pos") else self.key[0]
+        self.shape_key = (rank, *sorted(a.shape_key for a in args))  # the same with leaves erased
         if kind in AGGREGATES:
             self.expandable, self.degree = True, None
         elif kind in LEAVES:
@@ -74,9 +85,10 @@ class Node:
             return f"mlp{l}"
         if k == "head":
             return f"head{l}.{self.head}({sub(self.args[0])})"
-        x = sub(self.args[0])
-        y = x if k == "sq" else sub(self.args[1])
-        return f"mlp{l}({x}, {y})"
+        a, b = (self.args[0], self.args[0]) if k == "sq" else self.args
+        if not leaf_names and b.shape_key < a.shape_key:
+            a, b = b, a  # one signature per shape, however the leaves ordered the pair
+        return f"mlp{l}({sub(a)}, {sub(b)})"
 
     @property
     def tree(self) -> tuple:
@@ -120,7 +132,7 @@ class NodeTable:
         self.nodes: list[Node] = []
 
     def get(self, kind: str, layer: Optional[int] = None, head: Optional[int] = None, args: tuple = ()) -> Node:
-        if kind == "pair" and args[0].id > args[1].id:
+        if kind == "pair" and args[1].key < args[0].key:
             args = (args[1], args[0])  # unordered: one canonical node per pair
         key = (kind, layer, head, tuple(a.id for a in args))
         node = self._table.get(key)

@@ -74,7 +74,9 @@ class Target:
 
 
 def _short(x) -> str:
-    return str(x) if not isinstance(x, Tensor) or x.numel() <= 4 else f"<{tuple(x.shape)} ids>"
+    if not isinstance(x, Tensor):
+        return str(x)
+    return str(x.tolist()) if x.numel() <= 4 else f"<{tuple(x.shape)} ids>"
 
 
 def as_target(target) -> Optional[Target]:

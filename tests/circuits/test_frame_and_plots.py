@@ -85,3 +85,13 @@ def test_lazy_frame_marks_remainders_and_history():
     assert list(hist["step"]) == list(range(6))
     assert {"label", "contribution", "n_children", "cancellation"} <= set(hist.columns)
     assert isinstance(d.plot_top(5), Figure)
+
+
+def test_signatures_do_not_depend_on_which_leaf_came_first():
+    T = NodeTable(n_layers=2, n_heads=1, has_pos=True, bO=[False] * 2, bout=[False] * 2, one=[False] * 2, has_mlp=True)
+    tok, pos, head = T.get("tok"), T.get("pos"), T.get("head_c", 0, 0)
+    m = lambda x, y: T.get("pair", 0, None, (x, y))  # noqa: E731
+    a = T.get("pair", 1, None, (m(tok, T.get("head", 0, 0, (tok,))), m(pos, pos)))
+    b = T.get("pair", 1, None, (m(pos, T.get("head", 0, 0, (pos,))), m(tok, tok)))
+    assert a.label != b.label and a.signature == b.signature == "mlp1(mlp0(·, ·), mlp0(·, head0.0(·)))"
+    assert m(head, tok).label == "mlp0(tok, head0.0)"  # arguments in residual-stream order
