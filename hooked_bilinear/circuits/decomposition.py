@@ -7,7 +7,6 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import Tensor
 
 from hooked_bilinear.circuits.nodes import Node
@@ -170,7 +169,3 @@ def _kind(node: Node) -> str:
     if node.kind in ("sq", "pair"):
         return "mlp"
     return node.kind if node.kind == "head" else "leaf"
-
-
-def stack_values(values: list[Tensor]) -> Tensor:
-    return torch.stack(values) if values else torch.zeros(0)

@@ -38,11 +38,12 @@ def test_exact_float64_all_norms_and_positions(norm, pos):
         check_all_levels(model, tokens(), TOL[torch.float64], layers_full=1 if pos != "none" else 2)
 
 
+@pytest.mark.parametrize("pos", ["standard", "rotary"])
 @pytest.mark.parametrize("norm", ["LN", "RMS", None])
 @pytest.mark.parametrize("biases", [True, False])
-def test_exact_float32(norm, biases):
+def test_exact_float32(norm, biases, pos):
     for n_layers in (1, 2, 3):
-        model = make_model(n_layers, norm, biases=biases, dtype=torch.float32)
+        model = make_model(n_layers, norm, pos, biases=biases, dtype=torch.float32)
         check_all_levels(model, tokens(), TOL[torch.float32], layers_full=1)
 
 
