@@ -17,6 +17,11 @@ before: the steady-state extra memory of one call. The machine's load average is
 shared CPU inflates times (MKL's threaded eigh suffers most); the ratios are interleaved for that.
 
     python bench/tensor.py [--quick] [--with-einsum]
+
+Measured (x86_64, 2 cores, torch 2.13 CPU, load average ~1): (a) 193x faster than (b) (2.93 s vs
+~15 ms), peak 4.1 MB vs 576 MB (139x); (b') 11.0 s and 4.6 GB; Q formation over 4096 directions
+277 GFLOP/s vs 336 for plain matmul (0.83); 88 spectra/s including eigvalsh. Under a load average of
+~10 (other jobs on the 2 cores) the ratios held (56x, 142x, 0.80) but eigvalsh fell to ~2/s.
 """
 
 from __future__ import annotations
