@@ -64,12 +64,15 @@ def list_pretrained(as_frame: bool = True):
     return pd.DataFrame(rows)
 
 
-def known_ids_hint(repo_id: str) -> str:
-    """"" for a known id, else a hint naming the closest known ids, for error messages."""
+def known_ids_hint(repo_id: str, subfolder: Optional[str] = None) -> str:
+    """"" for a known id, else a hint naming the closest known ids, for error messages.
+
+    A multi-model repo gets its "pass subfolder=..." note only when no subfolder was given.
+    """
     ids = [m.id for m in KNOWN_MODELS]
     if repo_id in ids:
         note = KNOWN_MODELS[ids.index(repo_id)].note
-        return f" ({repo_id}: {note})" if "subfolder" in note else ""
+        return f" ({repo_id}: {note})" if "subfolder" in note and not subfolder else ""
     close = difflib.get_close_matches(repo_id, ids, n=3, cutoff=0.6)
     if close:
         return f" (not in the table of known ids; did you mean {close}? see hooked_bilinear.list_pretrained())"

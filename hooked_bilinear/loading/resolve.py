@@ -193,7 +193,7 @@ def hub_file(repo_id: str, filename: str, *, subfolder: Optional[str] = None, re
         reason = "HF_HUB_OFFLINE=1" if offline else "the Hub could not be reached"
         raise CheckpointError(
             f"{where} is not in {cache_dir or constants.HF_HUB_CACHE} and {reason}: "
-            f"{OFFLINE_HINT}{known_ids_hint(repo_id)}"
+            f"{OFFLINE_HINT}{known_ids_hint(repo_id, subfolder)}"
         ) from None
     except RepositoryNotFoundError:
         raise CheckpointError(
