@@ -70,11 +70,13 @@ def test_tutorials_exist():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_is_committed_small_and_clean(path):
+def test_notebook_is_small_clean_and_output_free(path):
     assert path.stat().st_size < MAX_NOTEBOOK_BYTES, f"{path.name} is {path.stat().st_size:,} bytes"
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     assert nb.cells and nb.cells[0].cell_type == "markdown", f"{path.name} should open with a markdown cell"
+    with_outputs = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not with_outputs, f"{path.name}: clear the outputs before committing (cells {with_outputs})"
     n_md = sum(c.cell_type == "markdown" for c in nb.cells)
     assert n_md >= len(nb.cells) // 3, f"{path.name}: only {n_md} of {len(nb.cells)} cells are prose"
 
