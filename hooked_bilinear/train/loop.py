@@ -129,7 +129,8 @@ def train(
             history.evals.append(metrics)
             if log is not None:
                 log(metrics)
-        if config.checkpoint_dir is not None and (last or (config.checkpoint_every and (step + 1) % config.checkpoint_every == 0)):
+        due = config.checkpoint_every and (step + 1) % config.checkpoint_every == 0
+        if config.checkpoint_dir is not None and (last or due):
             history.elapsed_s = time.perf_counter() - start
             history.checkpoints.append(_checkpoint(model, config, history, step + 1))
         if bar is not None:

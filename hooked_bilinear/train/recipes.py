@@ -163,7 +163,7 @@ def train_tiny_lm(progress: bool = True) -> Trained:
     """2-layer bilinear LM on the Python standard library source, with a byte-level BPE trained on it."""
     tokenizer, train_set, heldout = stdlib_lm_data(TINY_LM_CTX, TINY_LM_VOCAB)
     model = HookedBilinearTransformer(tiny_lm_config(), tokenizer=tokenizer)
-    config = TrainConfig(steps=2000, batch_size=32, lr=3e-3, weight_decay=0.1, warmup_steps=100,
+    config = TrainConfig(steps=1500, batch_size=32, lr=3e-3, weight_decay=0.1, warmup_steps=100,
                          min_lr=3e-4, grad_clip=1.0, eval_every=250, seed=0, progress=progress)
     eval_subset = {"tokens": heldout["tokens"][:128]}
     history = train(model, train_set, eval_data=eval_subset, config=config)

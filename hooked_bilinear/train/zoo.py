@@ -1,7 +1,7 @@
 """Regenerate bundled zoo models from scratch: `python -m hooked_bilinear.train.zoo NAME [NAME ...]`.
 
-Each run is deterministic on CPU (seeded init, split and batch order; results can still differ in the
-last bits across torch versions and CPU kernels). It writes `<out>/<name>/` with config.json,
+Each run is deterministic on CPU: init, split and batch order are seeded, and the default single torch
+thread makes reruns bit-exact (more threads, other torch versions or CPUs can change the last bits). It writes `<out>/<name>/` with config.json,
 model.safetensors, tokenizer.json (when the model has one), zoo.json and a README.md model card, and
 prints the time each model takes. CI does not retrain them.
 """
@@ -117,7 +117,7 @@ model = load_pretrained("{card['name']}")
 
 ## Training
 
-- Command: `{card['command']}` (or `python scripts/train_zoo.py {card['name']}`), CPU only, deterministic for a fixed torch thread count (`--threads`).
+- Command: `{card['command']}` (or `python scripts/train_zoo.py {card['name']}`), CPU only, bit-exact reruns with the default `--threads 1`.
 - {schedule}; {card['train_steps']} steps.
 - Training time: {card['train_time_s']:.0f} s on {card['environment']['machine']} with {card['environment']['threads']} torch thread(s)
   (python {card['environment']['python']}, torch {card['environment']['torch']}; a shared machine, so times are indicative).
@@ -146,8 +146,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="parent folder (default: the package zoo)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument("--cards-only", action="store_true", help="re-render README.md from zoo.json, no training")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="torch CPU threads (default 2; bit-exact reruns need the same count; 1 is faster on a busy machine)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: bit-exact reruns; with more, MKL may adapt its thread "
+                             "count to the machine's load and results differ in the last bits)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = args.names or sorted(RECIPES)
