@@ -135,8 +135,13 @@ class Attention(nn.Module):
         scores = scores.masked_fill(self.mask[:n, :n], float("-inf"))
         pattern = self.hook_pattern(torch.softmax(self.hook_attn_scores(scores), dim=-1))
         z = self.hook_z(torch.matmul(pattern, v.transpose(1, 2)).transpose(1, 2))
-        if _is_hooked(self.hook_result):
-            result = self.hook_result(torch.einsum("bphe,hed->bphd", z, self.W_O))
-            return result.sum(dim=-2) + self.b_O
         h, e, d = self.W_O.shape
+        if _is_hooked(self.hook_result):
+            # per head in [head, batch*pos, d_model] layout: one batched matmul with no layout copy;
+            # hooks see a [batch, pos, head, d_model] view of it
+            per_head = torch.matmul(z.permute(2, 0, 1, 3).reshape(h, -1, e), self.W_O)
+            view = per_head.view(h, *z.shape[:2], d).permute(1, 2, 0, 3)
+            result = self.hook_result(view)
+            summed = per_head.sum(0).view(*z.shape[:2], d) if result is view else result.sum(dim=-2)
+            return summed + self.b_O
         return torch.matmul(z.reshape(*z.shape[:-2], h * e), self.W_O.reshape(h * e, d)) + self.b_O
