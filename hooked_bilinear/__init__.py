@@ -12,7 +12,17 @@ Example:
     >>> model = HookedBilinearTransformer.from_pretrained("modadd-113-1l")  # doctest: +SKIP
 """
 
-from hooked_bilinear.circuits import PathDecomposition, Target, decompose
+from hooked_bilinear.circuits import (
+    PathDecomposition,
+    Target,
+    TooManyPathsError,
+    decompose,
+    direct_circuit,
+    expand_lazy,
+    mlp_token_tensor,
+    ov_circuit,
+    qk_circuit,
+)
 from hooked_bilinear.config import HookedBilinearConfig
 from hooked_bilinear.errors import CheckpointError, ConfigError, HookNameError, InputError, NotBilinearError
 from hooked_bilinear.hook_point import HookPoint, HookReturnError
@@ -22,6 +32,8 @@ from hooked_bilinear.loading.sae import TopKSAE, load_sae
 from hooked_bilinear.model.hooked_bilinear_mlp import HookedBilinearMLP, HookedBilinearMLPConfig
 from hooked_bilinear.model.hooked_bilinear_transformer import HookedBilinearTransformer
 from hooked_bilinear.tensor import BilinearTensor, TokenBilinear
+from hooked_bilinear.train import TrainConfig, TrainHistory, train
+from hooked_bilinear.zoo import list_zoo, zoo_table
 
 __version__ = "0.1.0"
 
@@ -41,10 +53,21 @@ __all__ = [
     "PathDecomposition",
     "Target",
     "TokenBilinear",
+    "TooManyPathsError",
     "TopKSAE",
+    "TrainConfig",
+    "TrainHistory",
     "bundled_models",
     "decompose",
+    "direct_circuit",
+    "expand_lazy",
     "list_pretrained",
+    "list_zoo",
     "load_pretrained",
     "load_sae",
+    "mlp_token_tensor",
+    "ov_circuit",
+    "qk_circuit",
+    "train",
+    "zoo_table",
 ]

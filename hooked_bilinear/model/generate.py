@@ -40,7 +40,7 @@ class GenerationMixin:
         Example:
             >>> out = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=5, do_sample=False)  # doctest: +SKIP
         """
-        from tqdm.auto import tqdm
+        from hooked_bilinear.progress import tqdm
 
         if max_new_tokens < 0:
             raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")

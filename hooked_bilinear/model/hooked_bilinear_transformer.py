@@ -94,8 +94,9 @@ class HookedBilinearTransformer(WeightAccessors, TokenizationMixin, GenerationMi
         Args:
             input: token ids [batch, pos] or [pos], a string / list of strings (needs a tokenizer),
                 or, with `start_at_layer`, the residual stream [batch, pos, d_model].
-            return_type: "logits", "loss" (mean next-token cross-entropy), "both" ((logits, loss)) or None.
-            loss_per_token: return the loss per position [batch, pos-1] instead of its mean.
+            return_type: "logits", "loss" (mean next-token cross-entropy; for a list of strings, over the
+                real tokens only, not the right padding), "both" ((logits, loss)) or None.
+            loss_per_token: return the loss per position [batch, pos-1] instead of its mean (0 on padding).
             prepend_bos: for string input, whether to add the tokenizer's BOS.
             stop_at_layer: return the residual stream entering block `stop_at_layer` (TL semantics).
             start_at_layer: `input` is the residual stream entering this block.
@@ -113,9 +114,10 @@ class HookedBilinearTransformer(WeightAccessors, TokenizationMixin, GenerationMi
             if value is not None and not (isinstance(value, int) and -n_layers <= value <= n_layers):
                 raise InputError(f"{name} must be an integer in [-n_layers, n_layers] = [{-n_layers}, {n_layers}], "
                                  f"got {value!r}")
+        pad_mask = None  # for a padded batch of strings, the loss skips the padding
         if start_at_layer is None:
             if isinstance(input, (str, list)):
-                input = self.to_tokens(input, prepend_bos=prepend_bos)
+                input, pad_mask = self._encode(input, prepend_bos=prepend_bos)
             tokens = check_tokens(input, self.cfg)
             resid = self._embed(tokens)
             start_at_layer = 0
@@ -138,7 +140,7 @@ class HookedBilinearTransformer(WeightAccessors, TokenizationMixin, GenerationMi
             raise InputError("the loss needs token ids: pass tokens=... together with start_at_layer")
         if tokens.shape[-1] < 2:
             raise InputError("the next-token loss needs at least 2 positions")
-        loss = lm_cross_entropy_loss(logits, tokens, per_token=loss_per_token)
+        loss = lm_cross_entropy_loss(logits, tokens, attention_mask=pad_mask, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
 
     # ------------------------------------------------------------------ hooks

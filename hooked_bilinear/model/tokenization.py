@@ -110,6 +110,11 @@ class TokenizationMixin:
         adds the tokenizer's special tokens (its post-processor's BOS). With `truncate`, sequences
         are cut to `n_ctx`.
         """
+        return self._encode(input, prepend_bos, truncate)[0]
+
+    def _encode(self, input: Union[str, list[str]], prepend_bos: Optional[bool] = None,
+                truncate: bool = True) -> tuple[Tensor, Tensor]:
+        """`to_tokens`, plus the mask [batch, pos] that is False on the right padding."""
         tok = self._require_tokenizer()
         if prepend_bos is None:
             prepend_bos = self.cfg.default_prepend_bos
@@ -125,7 +130,8 @@ class TokenizationMixin:
         out = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
         for row, x in enumerate(ids):
             out[row, : len(x)] = torch.tensor(x, dtype=torch.long)
-        return out.to(self.cfg.device)
+        mask = torch.arange(width)[None, :] < torch.tensor([len(x) for x in ids])[:, None]
+        return out.to(self.cfg.device), mask.to(self.cfg.device)
 
     def to_string(self, tokens: Union[Tensor, Sequence[int]]) -> Union[str, list[str]]:
         """Decode [pos] -> str, or [batch, pos] -> list of str."""

@@ -193,6 +193,6 @@ def _checkpoint(model: nn.Module, config: TrainConfig, history: TrainHistory, st
 def _progress_bar(total: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from hooked_bilinear.progress import tqdm
 
     return tqdm(total=total, desc="train", dynamic_ncols=True)

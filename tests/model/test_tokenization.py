@@ -29,6 +29,21 @@ def test_to_tokens_pads_a_batch_on_the_right(word_model):
     assert tokens.tolist() == [[3, 4, 5, 6], [8, 9, pad, pad]]
 
 
+def test_loss_of_a_padded_string_batch_skips_the_padding(word_model):
+    long, short = "the cat sat on", "a dog"
+    per_long = word_model(long, return_type="loss", loss_per_token=True)[0]     # 3 next-token losses
+    per_short = word_model(short, return_type="loss", loss_per_token=True)[0]   # 1
+    expected = torch.cat([per_long, per_short]).mean()
+    loss = word_model([long, short], return_type="loss")
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+    per_token = word_model([long, short], return_type="loss", loss_per_token=True)
+    assert per_token[1, 1:].eq(0).all()
+    torch.testing.assert_close(per_token[1, 0], per_short[0], rtol=1e-12, atol=0)
+    # token tensors carry no padding information: every position counts, as in TransformerLens
+    tokens = word_model.to_tokens([long, short])
+    assert not torch.allclose(word_model(tokens, return_type="loss"), expected)
+
+
 def test_pad_token_falls_back_to_eos_when_there_is_no_pad():
     from tokenizers import Tokenizer, models, pre_tokenizers
 
