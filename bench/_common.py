@@ -11,14 +11,22 @@ from typing import Callable
 import torch
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2) -> dict[str, list[float]]:
-    """Run each function `repeats` times, interleaving them so drift hits all equally; seconds per call."""
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2,
+                     settle: bool = False) -> dict[str, list[float]]:
+    """Run each function `repeats` times, interleaving them so drift hits all equally; seconds per call.
+
+    With `settle`, each timed call follows an untimed call of the same function, so it starts from the
+    memory state its own previous call left (as in a loop) rather than the one a different case left:
+    a case that frees a large cache otherwise makes the next case pay the page faults.
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            if settle:
+                fn()
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)

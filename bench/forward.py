@@ -1,7 +1,8 @@
 """Forward-pass overhead of the hooks, as ratios against a plain un-hooked module (same math, same weights).
 
 (a) forward with no hooks, (b) run_with_cache of every hook, (c) two hook_resid_post hooks.
-Case: 2 layers, d_model 256, 4 heads, d_mlp 1024, d_vocab 1000, LayerNorm, batch 8 x 128, CPU float32.
+Case: 2 layers, d_model 256, 4 heads, d_mlp 1024, d_vocab 1000, LayerNorm, batch 8 x 128, CPU float32,
+one intra-op thread.
 
     python bench/forward.py [--quick]
 """
@@ -32,6 +33,15 @@ def build(n_layers=2, d_model=256, n_heads=4, d_mlp=1024, d_vocab=1000, n_ctx=12
 
 
 def run(quick: bool = False) -> list[dict]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the 2-thread pool of a shared 2-core VM made the spread 0.7-1.7x
+    try:
+        return _run(quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(quick: bool) -> list[dict]:
     torch.manual_seed(0)
     model, plain = build()
     tokens = torch.randint(0, model.cfg.d_vocab, (8, 128))
@@ -50,7 +60,7 @@ def run(quick: bool = False) -> list[dict]:
         "two resid_post hooks": lambda: model.run_with_hooks(tokens, fwd_hooks=hooks),
     }
     with torch.no_grad():
-        times = time_interleaved(fns, repeats=5 if quick else 15, warmup=2)
+        times = time_interleaved(fns, repeats=5 if quick else 31, warmup=3, settle=True)
     rows = []
     for name, target in TARGETS.items():
         stats = ratio_stats(times[name], times["plain"])
