@@ -73,7 +73,10 @@ def known_ids_hint(repo_id: str, subfolder: Optional[str] = None) -> str:
     if repo_id in ids:
         note = KNOWN_MODELS[ids.index(repo_id)].note
         return f" ({repo_id}: {note})" if "subfolder" in note and not subfolder else ""
-    close = difflib.get_close_matches(repo_id, ids, n=3, cutoff=0.6)
+    from hooked_bilinear.loading import bundled_models
+
+    close = difflib.get_close_matches(repo_id, bundled_models() + ids, n=3, cutoff=0.6)
+    see = "see hooked_bilinear.list_pretrained() and bundled_models(), or `hooked-bilinear list`"
     if close:
-        return f" (not in the table of known ids; did you mean {close}? see hooked_bilinear.list_pretrained())"
-    return " (not in the table of known ids: see hooked_bilinear.list_pretrained())"
+        return f" (not a known id; did you mean {close}? {see})"
+    return f" (not a known id: {see})"
