@@ -12,12 +12,14 @@ import torch
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2,
-                     settle: bool = False) -> dict[str, list[float]]:
+                     settle: bool = False, clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Run each function `repeats` times, interleaving them so drift hits all equally; seconds per call.
 
     With `settle`, each timed call follows an untimed call of the same function, so it starts from the
     memory state its own previous call left (as in a loop) rather than the one a different case left:
     a case that frees a large cache otherwise makes the next case pay the page faults.
+    `clock=time.thread_time` (with one intra-op thread) counts only this thread's CPU time, user and
+    system (page faults included), not the time other processes on a shared machine take from it.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -27,9 +29,9 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 7, war
         for name, fn in fns.items():
             if settle:
                 fn()
-            start = time.perf_counter()
+            start = clock()
             fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return times
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -60,7 +61,8 @@ def _run(quick: bool) -> list[dict]:
         "two resid_post hooks": lambda: model.run_with_hooks(tokens, fwd_hooks=hooks),
     }
     with torch.no_grad():
-        times = time_interleaved(fns, repeats=5 if quick else 31, warmup=3, settle=True)
+        times = time_interleaved(fns, repeats=5 if quick else 31, warmup=3, settle=True,
+                                 clock=time.thread_time)
     rows = []
     for name, target in TARGETS.items():
         stats = ratio_stats(times[name], times["plain"])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -148,7 +149,8 @@ def _run(quick: bool) -> list[dict]:
         "ours: run_with_cache (all but attn.hook_result)": lambda: model.run_with_cache(tokens, names_filter=no_result),
     }
     with torch.no_grad():
-        times = time_interleaved(fns, repeats=5 if quick else 31, warmup=3, settle=True)
+        times = time_interleaved(fns, repeats=5 if quick else 31, warmup=3, settle=True,
+                                 clock=time.thread_time)
     base = sorted(times["plain"])[len(times["plain"]) // 2]
     rows = []
     for case in CASES:
