@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, print_table, ratio_stats, time_interleaved  # noqa: E402
+from _common import machine, one_thread, print_table, ratio_stats, rss_kb, time_interleaved  # noqa: E402
 
 from hooked_bilinear import HookedBilinearConfig, HookedBilinearTransformer  # noqa: E402
 from hooked_bilinear.circuits import Target, count_paths, decompose  # noqa: E402
@@ -64,14 +64,6 @@ def cases(model, tokens, target, budgets: list[int]) -> dict:
     return out
 
 
-def _rss_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _peak_child(n_layers: int, budgets: list[int]) -> None:
     """Runs in a fresh subprocess: print {case: peak RSS increase in KiB} for one model."""
     torch.set_num_threads(1)
@@ -81,11 +73,11 @@ def _peak_child(n_layers: int, budgets: list[int]) -> None:
     with torch.no_grad():
         for name, fn in fns.items():
             fn()  # warm-up: library buffers are not per call
-            base = _rss_kb("VmRSS")
+            base = rss_kb("VmRSS")
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # reset VmHWM to the current RSS
             result = fn()
-            peaks[name] = _rss_kb("VmHWM") - base
+            peaks[name] = rss_kb("VmHWM") - base
             del result
     print(json.dumps(peaks))
 
@@ -102,13 +94,8 @@ def peaks_kb(n_layers: int, budgets: list[int]) -> dict:
 
 
 def run(quick: bool = False) -> list[dict]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            return _run(quick)
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread(), torch.no_grad():
+        return _run(quick)
 
 
 def _run(quick: bool) -> list[dict]:

@@ -9,7 +9,6 @@ one intra-op thread.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, print_table, ratio_stats, time_interleaved  # noqa: E402
+from _common import main, one_thread, ratio_stats, time_interleaved  # noqa: E402
 from _plain import PlainBilinearTransformer  # noqa: E402
 
 from hooked_bilinear import HookedBilinearConfig, HookedBilinearTransformer  # noqa: E402
@@ -34,12 +33,8 @@ def build(n_layers=2, d_model=256, n_heads=4, d_mlp=1024, d_vocab=1000, n_ctx=12
 
 
 def run(quick: bool = False) -> list[dict]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the 2-thread pool of a shared 2-core VM made the spread 0.7-1.7x
-    try:
+    with one_thread():
         return _run(quick)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(quick: bool) -> list[dict]:
@@ -72,8 +67,4 @@ def _run(quick: bool) -> list[dict]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print(machine())
-    print_table(run(args.quick), ["case", "median_s", "ratio", "ratio_min", "ratio_max", "target"])
+    main(__doc__, run, ["case", "median_s", "ratio", "ratio_min", "ratio_max", "target"])

@@ -16,13 +16,12 @@ Rows:
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, print_table  # noqa: E402
+from _common import main  # noqa: E402
 from _memory import METHOD, measure  # noqa: E402
 
 MiB = 2**20
@@ -63,7 +62,7 @@ def run(quick: bool = False) -> list[dict]:
         cached = out_bytes[name] - out_bytes["forward"]
         rows.append(row(f"run_with_cache ({label}): peak / (forward peak + cached)", name,
                         [f + cached for f in fwd], "<= 1.1", cached))
-    rows.append(row(f"run_with_cache (one hook, stop_at_layer=1): peak / forward peak", "one_stop", fwd, "<= 1.05",
+    rows.append(row("run_with_cache (one hook, stop_at_layer=1): peak / forward peak", "one_stop", fwd, "<= 1.05",
                     out_bytes["one_stop"], "returns the cache and the residual at layer 1, no logits"))
     rows.append(row("run_with_cache: one hook / all hooks (peak)", "one", peaks["all"], "info"))
     rows.append(row("ours: run_with_cache (all hooks) peak / forward peak", "all", fwd, "info",
@@ -76,9 +75,4 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print(machine())
-    print("method:", METHOD)
-    print_table(run(args.quick), ["case", "ratio", "ratio_min", "ratio_max", "target", "note"])
+    main(__doc__, run, ["case", "ratio", "ratio_min", "ratio_max", "target", "note"], f"\nmethod: {METHOD}")

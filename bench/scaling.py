@@ -12,8 +12,6 @@ peak RSS delta of one call in a separate process (bench/_memory.py).
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -22,7 +20,7 @@ import torch
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from _common import machine, print_table, time_interleaved  # noqa: E402
+from _common import machine, main, time_interleaved  # noqa: E402
 from _memory import measure  # noqa: E402
 from forward import build  # noqa: E402
 
@@ -248,8 +246,4 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print(machine())
-    print_table(run(args.quick), ["case", "ratio", "median_s", "target", "note"])
+    main(__doc__, run, ["case", "ratio", "median_s", "target", "note"])

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, print_table, ratio_stats, time_interleaved  # noqa: E402
+from _common import machine, print_table, ratio_stats, rss_kb, time_interleaved  # noqa: E402
 
 from hooked_bilinear.tensor import BilinearTensor  # noqa: E402
 
@@ -72,21 +72,13 @@ def materialized_einsum(bt: BilinearTensor, u: torch.Tensor):
 VARIANTS = {"factored": factored, "materialized": materialized, "materialized_einsum": materialized_einsum}
 
 
-def _rss_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _peak_child(variant: str, d: int, m: int) -> None:
     """Runs in a fresh subprocess: print the peak RSS increase (KiB) of one call of ``variant``."""
     fn = VARIANTS[variant]
     bt, u = weights(d, m)
     with torch.no_grad():
         fn(bt, torch.randn(d))  # warm-up at full size: libraries and MKL's cached buffers are not per call
-        base = _rss_kb("VmRSS")
+        base = rss_kb("VmRSS")
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # reset VmHWM to the current RSS
@@ -94,7 +86,7 @@ def _peak_child(variant: str, d: int, m: int) -> None:
         except OSError:
             how = "ru_maxrss (not reset: may under-count)"
         fn(bt, u)
-        peak = _rss_kb("VmHWM") if how == "VmHWM" else __import__("resource").getrusage(0).ru_maxrss
+        peak = rss_kb("VmHWM") if how == "VmHWM" else __import__("resource").getrusage(0).ru_maxrss
     print(json.dumps({"peak_kb": peak - base, "how": how}))
 
 

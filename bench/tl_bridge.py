@@ -23,7 +23,6 @@ its "every hook" caches 8 MiB less here than ours).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import warnings
@@ -33,7 +32,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, print_table, ratio_stats, time_interleaved  # noqa: E402
+from _common import main, one_thread, ratio_stats, time_interleaved  # noqa: E402
 from _plain import PlainBilinearTransformer  # noqa: E402
 from forward import TARGETS, build  # noqa: E402
 
@@ -111,12 +110,8 @@ def build_all():
 
 
 def run(quick: bool = False) -> list[dict]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the 2-thread pool of a shared 2-core VM made the spread 0.7-1.7x
-    try:
+    with one_thread():
         return _run(quick)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(quick: bool) -> list[dict]:
@@ -173,8 +168,4 @@ def _run(quick: bool) -> list[dict]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print(machine())
-    print_table(run(args.quick), ["case", "median_s", "ratio", "ratio_min", "ratio_max", "target", "met", "note"])
+    main(__doc__, run, ["case", "median_s", "ratio", "ratio_min", "ratio_max", "target", "met", "note"])

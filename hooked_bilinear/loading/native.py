@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from hooked_bilinear.config import ConfigError, HookedBilinearConfig
 from hooked_bilinear.errors import CheckpointError
-from hooked_bilinear.loading.build import build_model, check_state_dict
+from hooked_bilinear.loading.build import build_model
 
 FORMAT_KEY = "hooked_bilinear_format"
 FORMAT_VERSION = 1

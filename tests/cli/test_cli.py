@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from hooked_bilinear import HookedBilinearConfig, HookedBilinearTransformer, bundled_models
 from hooked_bilinear.cli import main

@@ -41,13 +41,17 @@ def test_fold_layer_norm_leaves_logits_unchanged(overrides):
     assert set(folded.hook_dict) == set(model.hook_dict)  # same hook names before and after
 
 
-def test_fold_layer_norm_puts_the_ln_bias_on_both_bilinear_branches():
-    """b_l' = b_l + b_ln W_l and b_r' = b_r + b_ln W_r; W' = diag(w) W (spec §3)."""
-    model, folded, _ = pair(normalization_type="LN", mlp_bias=False)
+def _zero_mlp_biases(model) -> None:
     with torch.no_grad():
         for block in model.blocks:
             block.mlp.b_l.zero_()
             block.mlp.b_r.zero_()
+
+
+def test_fold_layer_norm_puts_the_ln_bias_on_both_bilinear_branches():
+    """b_l' = b_l + b_ln W_l and b_r' = b_r + b_ln W_r; W' = diag(w) W (spec §3)."""
+    model, folded, _ = pair(normalization_type="LN", mlp_bias=False)
+    _zero_mlp_biases(model)
     folded = copy.deepcopy(model).fold_layer_norm()
     for block, fblock in zip(model.blocks, folded.blocks):
         w, b = block.ln2.w, block.ln2.b
@@ -61,10 +65,7 @@ def test_fold_layer_norm_puts_the_ln_bias_on_both_bilinear_branches():
 
 def test_fold_layer_norm_rms_has_no_bias_terms():
     model, folded, tokens = pair(normalization_type="RMS", mlp_bias=False)
-    with torch.no_grad():
-        for block in model.blocks:
-            block.mlp.b_l.zero_()
-            block.mlp.b_r.zero_()
+    _zero_mlp_biases(model)
     folded = copy.deepcopy(model).fold_layer_norm()
     assert all(torch.count_nonzero(b.mlp.b_l) == 0 and torch.count_nonzero(b.mlp.b_r) == 0 for b in folded.blocks)
     assert not folded.cfg.mlp_bias

@@ -20,22 +20,14 @@ def model3():
     return make_model(n_layers=3, n_heads=3, d_head=4, mlp_bias=True)
 
 
-@pytest.mark.parametrize("name", sorted(ATTN))
-def test_stacked_attention_weights(model3, name):
+@pytest.mark.parametrize("part,name", [("attn", n) for n in sorted(ATTN)] + [("mlp", n) for n in sorted(MLP)])
+def test_stacked_weights(model3, part, name):
     cfg = model3.cfg
     stacked = getattr(model3, name)
-    assert stacked.shape == (cfg.n_layers, *(getattr(cfg, d) for d in ATTN[name]))
+    dims = (ATTN if part == "attn" else MLP)[name]
+    assert stacked.shape == (cfg.n_layers, *(getattr(cfg, d) for d in dims))
     for layer, block in enumerate(model3.blocks):
-        assert torch.equal(stacked[layer], getattr(block.attn, name))
-
-
-@pytest.mark.parametrize("name", sorted(MLP))
-def test_stacked_mlp_weights(model3, name):
-    cfg = model3.cfg
-    stacked = getattr(model3, name)
-    assert stacked.shape == (cfg.n_layers, *(getattr(cfg, d) for d in MLP[name]))
-    for layer, block in enumerate(model3.blocks):
-        assert torch.equal(stacked[layer], getattr(block.mlp, name))
+        assert torch.equal(stacked[layer], getattr(getattr(block, part), name))
 
 
 def test_embedding_weights_are_the_parameters(model3):

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from hooked_bilinear import HookedBilinearMLP, HookedBilinearTransformer, bundled_models
 from hooked_bilinear.loading import load_pretrained
