@@ -167,6 +167,28 @@ def test_per_head_result_path_equals_fused_path():
     assert torch.allclose(plain, hooked, atol=1e-12)
 
 
+def test_hook_result_edits_in_place_or_returned_agree_with_editing_z():
+    """hook_result is a view of the per-head products; an in-place edit must reach attn_out like a
+    returned edit, and zeroing head 1 there equals zeroing its z."""
+    model = make_model()
+    tokens = random_tokens(model.cfg)
+
+    def in_place(t, hook):
+        t[:, :, 1] = 0
+
+    def returned(t, hook):
+        t = t.clone()
+        t[:, :, 1] = 0
+        return t
+
+    name = "blocks.0.attn."
+    a = model.run_with_hooks(tokens, fwd_hooks=[(name + "hook_result", in_place)])
+    b = model.run_with_hooks(tokens, fwd_hooks=[(name + "hook_result", returned)])
+    c = model.run_with_hooks(tokens, fwd_hooks=[(name + "hook_z", in_place)])
+    assert not torch.allclose(a, model(tokens), atol=1e-6)
+    assert torch.allclose(a, b, atol=1e-12) and torch.allclose(a, c, atol=1e-12)
+
+
 def test_rotary_tables_match_the_definition():
     cos, sin = rotary_tables(n_ctx=7, rotary_dim=6, base=100.0, dtype=torch.float64)
     inv = 100.0 ** (-torch.arange(3, dtype=torch.float64) * 2 / 6)
