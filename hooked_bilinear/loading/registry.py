@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from dataclasses import asdict, dataclass
 from typing import Optional
 
 VOCAB = {"ts-4096": 4096, "mistral": 32000, "gpt2": 50257}
+SAE_SUFFIX = "-scope"  # the TopK SAEs of model X live in X-scope
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,14 @@ def known_ids_hint(repo_id: str, subfolder: Optional[str] = None) -> str:
     if repo_id in ids:
         note = KNOWN_MODELS[ids.index(repo_id)].note
         return f" ({repo_id}: {note})" if "subfolder" in note and not subfolder else ""
+    if repo_id.endswith(SAE_SUFFIX) and repo_id[: -len(SAE_SUFFIX)] in ids:
+        return ""  # the TopK SAEs of a known model (loading.sae)
     from hooked_bilinear.loading import bundled_models
 
-    close = difflib.get_close_matches(repo_id, bundled_models() + ids, n=3, cutoff=0.6)
+    full = f"{repo_id}/{subfolder}" if subfolder else repo_id
+    what = "not a known id" + ("" if Path(full).exists() else f" or a local folder ({Path(full).resolve()})")
     see = "see hooked_bilinear.list_pretrained() and bundled_models(), or `hooked-bilinear list`"
+    close = difflib.get_close_matches(repo_id, bundled_models() + ids, n=3, cutoff=0.6)
     if close:
-        return f" (not a known id; did you mean {close}? {see})"
-    return f" (not a known id: {see})"
+        return f" ({what}; did you mean {close}? {see})"
+    return f" ({what}; {see})"

@@ -24,6 +24,7 @@ from hooked_bilinear.components.bilinear_mlp import GATE_FUNCTIONS
 from hooked_bilinear.config import GATES, ConfigError, _parse_dtype
 from hooked_bilinear.errors import InputError, NotBilinearError
 from hooked_bilinear.hook_point import HookPoint
+from hooked_bilinear.model.config_sync import ConfigSyncMixin
 from hooked_bilinear.model.init import init_skipped
 
 
@@ -101,7 +102,7 @@ class BilinearLayer(nn.Module):
         return self.hook_post(left * right)
 
 
-class HookedBilinearMLP(HookedRootModule):
+class HookedBilinearMLP(ConfigSyncMixin, HookedRootModule):
     """Hooked bilinear image classifier.
 
     Hooks: `hook_embed`, `blocks.{l}.hook_resid_pre`, `blocks.{l}.mlp.hook_pre/hook_pre_linear/hook_post`,

@@ -16,6 +16,7 @@ from hooked_bilinear.config import HookedBilinearConfig
 from hooked_bilinear.errors import CheckpointError, InputError, NotBilinearError
 from hooked_bilinear.hook_point import HookPoint
 from hooked_bilinear.model import processing
+from hooked_bilinear.model.config_sync import ConfigSyncMixin
 from hooked_bilinear.model.generate import GenerationMixin
 from hooked_bilinear.model.init import init_skipped, init_weights
 from hooked_bilinear.model.tokenization import TokenizationMixin
@@ -26,7 +27,7 @@ ReturnType = Optional[Literal["logits", "loss", "both"]]
 HookList = list[tuple[Union[str, Callable[[str], bool]], Callable]]
 
 
-class HookedBilinearTransformer(WeightAccessors, TokenizationMixin, GenerationMixin, HookedRootModule):
+class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMixin, GenerationMixin, HookedRootModule):
     """A decoder-only transformer with bilinear MLPs and a HookPoint on every activation.
 
     Hook names, weight names and orientation follow TransformerLens (`blocks.0.mlp.hook_post`,

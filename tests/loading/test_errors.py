@@ -160,3 +160,16 @@ def test_nonfinite_weights(tmp_path):
 def test_unknown_keyword_argument(tmp_path):
     with pytest.raises(TypeError, match="unexpected keyword arguments \\['colour'\\]"):
         _load(write_2024_10(tmp_path / "c"), colour="red")
+
+
+def test_unknown_names_suggest_bundled_models_and_say_no_folder_exists(tmp_path, monkeypatch):
+    from hooked_bilinear.loading.registry import known_ids_hint
+
+    monkeypatch.chdir(tmp_path)
+    hint = known_ids_hint("tiny_lm")
+    assert "did you mean ['tiny-lm']" in hint and "or a local folder" in hint
+    assert "local folder" in known_ids_hint("path/to", "folder") and "path/to/folder" in known_ids_hint("path/to", "folder")
+    (tmp_path / "path" / "to" / "folder").mkdir(parents=True)
+    assert "local folder" not in known_ids_hint("path/to", "folder")
+    assert known_ids_hint("tdooms/fw-medium-scope") == ""  # the SAEs of a known model are known too
+    assert known_ids_hint("tdooms/ts-medium") == ""

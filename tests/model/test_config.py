@@ -10,7 +10,7 @@ import torch
 from hooked_bilinear import ConfigError, HookedBilinearConfig, HookedBilinearTransformer
 from hooked_bilinear._tl import TransformerLensConfig
 
-from ._factories import CONFIGS, SMALL, config_id, make_cfg
+from ._factories import CONFIGS, SMALL, config_id, make_cfg, make_model, random_tokens
 
 
 def test_is_a_transformer_lens_config():
@@ -170,3 +170,20 @@ def test_init_schemes(scheme):
 def test_config_is_a_plain_dataclass():
     names = {f.name for f in dataclasses.fields(HookedBilinearConfig)}
     assert {"gate", "mlp_bias", "rotary_dim", "seed", "d_mlp", "normalization_type"} <= names
+
+
+def test_moving_the_model_updates_cfg_dtype_and_device():
+    """As TL's move_to_and_update_config: tools that read cfg (the circuit extractor) follow the weights."""
+    from hooked_bilinear import HookedBilinearMLP, HookedBilinearMLPConfig
+
+    model = make_model(dtype=torch.float32)
+    assert model.cfg.dtype == torch.float32
+    model.to(torch.float64)
+    assert model.cfg.dtype == torch.float64 and model.W_E.dtype == torch.float64 and model.cfg.device == "cpu"
+    tokens = random_tokens(model.cfg)
+    assert model.decompose(tokens, level=2).check().max_rel_err < 1e-12  # float64 circuits, not float32 ones
+    model.float()
+    assert model.cfg.dtype == torch.float32
+    image = HookedBilinearMLP(HookedBilinearMLPConfig(d_input=4, d_hidden=6, n_layers=1, n_classes=3))
+    image.double()
+    assert image.cfg.dtype == torch.float64
