@@ -41,3 +41,15 @@ def test_quickstart_runs_and_predicts_95():
     assert "mlp0(" in out.getvalue()
     eig = scope["eig"]
     assert eig.values.abs()[:-1].ge(eig.values.abs()[1:] - 1e-6).all()  # sorted by |λ|
+
+
+def test_model_and_tensor_snippets_run_in_sequence():
+    code = _python_block("### The hooked transformer") + _python_block("### The bilinear tensor")
+    scope: dict = {}
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        exec(compile(code, str(README), "exec"), scope)
+    assert "blocks.1.hook_resid_pre torch.Size([2, 16, 64])" in out.getvalue()
+    model, e = scope["model"], scope["e"]
+    assert tuple(model.W_l.shape) == (2, 64, 256) and tuple(model.W_out.shape) == (2, 256, 64)
+    assert not model.blocks[1].hook_resid_pre._forward_hooks  # the context removed its hook
+    assert e.values.shape == (64,) and scope["Q"].shape == (64, 64)
