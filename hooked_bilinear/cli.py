@@ -51,7 +51,8 @@ def explain_prediction(model, tokens: torch.Tensor, level=2, top: int = 12, plot
     pred = int(logits[0, -1].argmax())
     print(f"input tokens: {tokens[0].tolist()}")
     print(f"prediction at the last position: {_token_str(model, pred)} (logit {logits[0, -1, pred]:.3f})")
-    paths = decompose(model, tokens, level=level, target=Target.logit(pred), dtype=torch.float64)
+    paths = decompose(model, tokens, level=level, target=Target.logit(pred), dtype=torch.float64,
+                      progress=level == "lazy")
     print(f"{paths!r}\n{paths.check()}")
     frame = paths.top(top)[["label", "kind", "contribution", "norm"]]
     print(f"\ntop {len(frame)} paths into the logit of {_token_str(model, pred)}:")

@@ -67,6 +67,7 @@ def decompose(
     tol: float = 0.0,
     dtype: Optional[torch.dtype] = None,
     max_elements: int = 50_000_000,
+    progress: bool = False,
 ) -> PathDecomposition:
     """Exact expansion of a model's output into direct, attention and bilinear-MLP path terms.
 
@@ -89,6 +90,7 @@ def decompose(
         max_terms: guard for "full" (the count is computed first) and the frontier cap for "lazy".
         dtype: compute dtype (e.g. torch.float64 for a float32 model; patterns and scales are upcast).
         max_elements: guard on terms × output size when `target` is None.
+        progress: show a progress bar for "lazy".
 
     Returns:
         A PathDecomposition (`.check()`, `.to_frame()`, `.top(k)`, `.group()`, `.pair_table(l)`, plots).
@@ -115,7 +117,7 @@ def decompose(
         return level2(engine, start, max_elements)
     if level == "full":
         return full_enumeration(engine, start, upto, max_terms, max_elements)
-    lazy = LazyExpansion(engine, start).run(budget, max_terms=max_terms, tol=tol)
+    lazy = LazyExpansion(engine, start).run(budget, max_terms=max_terms, tol=tol, progress=progress)
     return lazy.decomposition()
 
 

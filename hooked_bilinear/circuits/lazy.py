@@ -92,14 +92,17 @@ class LazyExpansion:
         return rec
 
     def run(self, budget: int = 100, max_terms: Optional[int] = None, tol: float = 0.0,
-            max_children: Optional[int] = 50_000) -> "LazyExpansion":
+            max_children: Optional[int] = 50_000, progress: bool = False) -> "LazyExpansion":
         """Expand up to `budget` nodes, best first.
 
         A node whose expansion would create more than `max_children` terms, or grow the frontier past
         `max_terms`, is skipped (it stays an exact remainder, listed in `skipped`): squaring an MLP
         aggregate of k terms creates k(k+1)/2 children. Stops early once every unexpanded remainder has
-        |contribution| <= tol·|total|.
+        |contribution| <= tol·|total|. `progress` shows a bar over the budget with the frontier size.
         """
+        from hooked_bilinear.progress import tqdm
+
+        bar = tqdm(total=budget, desc="lazy expansion", disable=not progress)
         for _ in range(budget):
             node = self.best()
             while node is not None and self._too_big(node, max_terms, max_children):
@@ -113,6 +116,9 @@ class LazyExpansion:
                 if float(self.frontier[node.id][2].abs().sum()) <= tol * total:
                     break
             self.step()
+            bar.update()
+            bar.set_postfix(terms=len(self.frontier), refresh=False)
+        bar.close()
         return self
 
     def _too_big(self, node: Node, max_terms: Optional[int], max_children: Optional[int]) -> bool:

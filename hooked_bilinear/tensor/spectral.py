@@ -139,6 +139,7 @@ class SpectralMethods:
         vectors: bool = False,
         chunk_size: int | None = None,
         max_bytes: int = 2**30,
+        progress: bool = False,
     ) -> Spectra:
         """Spectra of Q_u for many output directions at once (rows of U), each sorted by |λ|.
 
@@ -149,7 +150,10 @@ class SpectralMethods:
             U: [k, d_out] output directions.
             vectors: also return eigenvectors [k, d, d] (guarded by ``max_bytes``).
             chunk_size: directions per batched eigh (default: about 128 MiB of Q).
+            progress: show a progress bar over the directions.
         """
+        from hooked_bilinear.progress import tqdm
+
         if U.ndim != 2:
             raise ValueError(f"U has shape {tuple(U.shape)} but must be [k, d_out]")
         D = self.neuron_coeffs(U)
@@ -161,6 +165,7 @@ class SpectralMethods:
         vecs = self.W_l.new_empty(k, d, d) if vectors else None
         work: dict = {}
         Qbuf = None if _needs_grad(self.W_l, self.W_r, D) else self.W_l.new_empty(chunk, d, d)
+        bar = tqdm(total=k, desc="spectra", unit="dir", disable=not progress)
         for s in range(0, k, chunk):
             Dc = D[s : s + chunk]
             out = Qbuf[: Dc.shape[0]] if Qbuf is not None else None
@@ -169,6 +174,8 @@ class SpectralMethods:
                 values[s : s + chunk], vecs[s : s + chunk] = sort_by_magnitude(*torch.linalg.eigh(Q))
             else:
                 values[s : s + chunk] = sort_by_magnitude(torch.linalg.eigvalsh(Q))[0]
+            bar.update(Dc.shape[0])
+        bar.close()
         return Spectra(values, vecs, U)
 
     def hosvd(

@@ -90,6 +90,16 @@ def test_lazy_budget_tol_and_frontier_cap():
     assert max(rem) <= 0.5 * loose.total.abs().sum().item() + 1e-12
 
 
+def test_lazy_progress_bar_changes_nothing_but_stderr(capsys):
+    model = make_model(2, "LN")
+    quiet = decompose(model, tokens(), level="lazy", budget=7)
+    shown = decompose(model, tokens(), level="lazy", budget=7, progress=True)
+    err = capsys.readouterr().err
+    assert "lazy expansion" in err and "7/7" in err
+    assert [n.label for n in quiet.nodes] == [n.label for n in shown.nodes]
+    assert torch.equal(quiet.values, shown.values)
+
+
 def _rebuild(table, node):
     return table.get(node.kind, node.layer, node.head, tuple(_rebuild(table, a) for a in node.args))
 

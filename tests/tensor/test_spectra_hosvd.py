@@ -112,6 +112,15 @@ def test_spectra_match_individual_eig(dtype):
         sp[0]
 
 
+def test_spectra_progress_bar_counts_directions(capsys):
+    bt = make(dtype=torch.float64)
+    U = torch.randn(9, 5, dtype=torch.float64)
+    shown = bt.spectra(U, chunk_size=4, progress=True)
+    err = capsys.readouterr().err
+    assert "spectra" in err and "9/9" in err
+    assert torch.equal(shown.values, bt.spectra(U, chunk_size=4).values)
+
+
 def test_spectra_vectors_guard():
     bt = make()
     with pytest.raises(MaterializeTooLargeError, match="eigenvectors of all Q_u"):
