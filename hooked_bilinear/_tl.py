@@ -9,12 +9,14 @@ from transformer_lens.config import TransformerLensConfig
 from transformer_lens.head_detector import detect_head
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities import get_act_name, lm_cross_entropy_loss
+from transformer_lens.weight_processing import ProcessWeights
 
 __all__ = [
     "ActivationCache",
     "FactoredMatrix",
     "HookPoint",
     "HookedRootModule",
+    "ProcessWeights",
     "TransformerLensConfig",
     "detect_head",
     "get_act_name",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -21,6 +23,19 @@ INIT_SCHEMES = ("gpt2", "xavier_normal", "zeros")
 
 class ConfigError(ValueError):
     """An invalid or inconsistent model configuration."""
+
+
+# The fields a model's weights, buffers and hook points were built from. Once a model owns the config,
+# changing one would make config and weights disagree silently, so it is refused (see `__setattr__`).
+STRUCTURAL = frozenset({
+    "d_model", "d_head", "n_layers", "n_ctx", "n_heads", "d_mlp", "d_vocab", "n_key_value_heads", "num_experts",
+    "experts_per_token", "eps", "normalization_type", "positional_embedding_type", "rotary_dim", "rotary_base",
+    "attn_only", "gate", "gated_mlp", "act_fn", "uses_rms_norm", "final_rms", "use_split_qkv_input",
+    "layer_norm_folding",
+})
+# What to call instead of setting the field.
+_SETTERS = {"use_split_qkv_input": "model.set_use_split_qkv_input(...)",
+            "normalization_type": "model.fold_layer_norm()", "layer_norm_folding": "model.fold_layer_norm()"}
 
 
 @dataclass
@@ -67,7 +82,42 @@ class HookedBilinearConfig(TransformerLensConfig):
     tokenizer_name: Optional[str] = None
     model_name: str = "custom"
     default_prepend_bos: bool = False
+    default_padding_side: str = "right"
+    use_attn_result: bool = True
     act_fn: Optional[str] = None  # type: ignore[assignment]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Fields are re-validated when set on a config a model owns; structural ones are refused."""
+        if not self.__dict__.get("_owned"):
+            object.__setattr__(self, name, value)
+            return
+        if name in STRUCTURAL and value != getattr(self, name, None):
+            how = _SETTERS.get(name, f"build a new model from dataclasses.replace(model.cfg, {name}=...)")
+            raise ConfigError(
+                f"cfg.{name} cannot change on a built model: its weights were made for {name}="
+                f"{getattr(self, name)!r}, not {value!r}; {how}"
+            )
+        if name in {f.name for f in dataclasses.fields(self)}:
+            trial = copy.copy(self)
+            object.__setattr__(trial, "_owned", False)
+            object.__setattr__(trial, name, value)
+            trial.__post_init__()  # raises ConfigError naming the bad value; self stays unchanged
+        object.__setattr__(self, name, value)
+
+    def own(self) -> "HookedBilinearConfig":
+        """Mark this config as belonging to a built model (done by the model's constructor)."""
+        object.__setattr__(self, "_owned", True)
+        return self
+
+    @contextlib.contextmanager
+    def rebuilding(self):
+        """Allow structural changes inside the block: for code that changes the weights to match (folding)."""
+        owned = self.__dict__.get("_owned", False)
+        object.__setattr__(self, "_owned", False)
+        try:
+            yield self
+        finally:
+            object.__setattr__(self, "_owned", owned)
 
     def __post_init__(self) -> None:
         if isinstance(self.dtype, str):
@@ -132,7 +182,8 @@ class HookedBilinearConfig(TransformerLensConfig):
         self.uses_rms_norm = self.normalization_type in ("RMS", "RMSPre")
         self.final_rms = self.uses_rms_norm
         self.act_fn = self.gate or "bilinear"
-        self.use_attn_result = True
+        if self.default_padding_side not in ("left", "right"):
+            raise ConfigError(f"default_padding_side must be 'left' or 'right', got {self.default_padding_side!r}")
         if self.n_key_value_heads is None:
             self.n_key_value_heads = self.n_heads
 

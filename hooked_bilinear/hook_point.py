@@ -44,7 +44,12 @@ class HookPoint(_TLHookPoint):
 
     def add_hook(self, hook: Callable, dir: str = "fwd", is_permanent: bool = False, level: Optional[int] = None,
                  prepend: bool = False, alias_names: Optional[list[str]] = None):
+        user_hook = hook
         if dir == "fwd":
             hook = _checked(hook)
-        return super().add_hook(hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend,
-                                alias_names=alias_names)
+        handle = super().add_hook(hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend,
+                                  alias_names=alias_names)
+        # TL's introspection (list_hooks, LensHandle.user_hook) must see the callable the user passed,
+        # not our shape-checking wrapper.
+        handle.user_hook = user_hook
+        return handle

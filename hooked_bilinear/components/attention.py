@@ -1,20 +1,29 @@
 """Multi-head causal attention with TransformerLens hooks and optional rotary embeddings.
 
 Scores: `q·k / attn_scale`, causal mask, softmax. Per-head outputs (`hook_result`,
-[batch, pos, head, d_model]) are only materialised when a hook is attached there; otherwise the
-heads are summed inside one matmul, which is the same math with less memory traffic.
+[batch, pos, head, d_model]) are only materialised when a hook is attached there (and
+`cfg.use_attn_result` is on, TL's switch); otherwise the heads are summed inside one matmul, which
+is the same math with less memory traffic.
+
+TL's split-qkv-input mode (`cfg.use_split_qkv_input`): each head gets its own copy of the pre-ln1
+residual at `hook_q_input/hook_k_input/hook_v_input` [batch, pos, head, d_model], normalised by
+ln1 per copy, so an edit there reaches one head's query, key or value alone (direct path patching).
+Padding masks (`key_mask`), offset positions and a key/value cache enter through `forward`'s keywords.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from hooked_bilinear.hook_point import HookPoint
 from hooked_bilinear.config import HookedBilinearConfig
+
+SPLIT_INPUTS = ("hook_q_input", "hook_k_input", "hook_v_input")
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -78,6 +87,18 @@ class Attention(nn.Module):
         self.hook_pattern = HookPoint()  # [batch, head, query_pos, key_pos]
         self.hook_z = HookPoint()  # [batch, pos, head, d_head]
         self.hook_result = HookPoint()  # [batch, pos, head, d_model]
+        self.set_split_inputs(bool(cfg.use_split_qkv_input))
+
+    def set_split_inputs(self, on: bool) -> None:
+        """Add (or remove) the per-head input hook points of TL's split-qkv-input mode.
+
+        They exist only while the mode is on, so every hook point in `hook_dict` fires on a forward.
+        """
+        for name in SPLIT_INPUTS:
+            if on and not hasattr(self, name):
+                setattr(self, name, HookPoint())  # [batch, pos, head, d_model]
+            elif not on and hasattr(self, name):
+                delattr(self, name)
 
     def init_buffers(self, device=None) -> None:
         """(Re)build the non-persistent buffers: causal `mask` [n_ctx, n_ctx] and RoPE tables.
@@ -111,32 +132,74 @@ class Attention(nn.Module):
 
     def _project(self, x: Tensor, W: Tensor, b: Tensor) -> Tensor:
         h, d, e = W.shape
+        if x.ndim == 4:  # split inputs: one residual copy per head [batch, pos, head, d_model]
+            return torch.einsum("bphd,hde->bphe", x, W) + b
         out = torch.matmul(x, W.permute(1, 0, 2).reshape(d, h * e))
         return out.view(*x.shape[:-1], h, e) + b
 
-    def _rotate(self, x: Tensor) -> Tensor:
+    def _rotate(self, x: Tensor, positions: Optional[Tensor] = None) -> Tensor:
         n, r = x.shape[1], self.cfg.rotary_dim
-        cos = self.rotary_cos[:n, None, :]
-        sin = self.rotary_sin[:n, None, :]
+        if positions is None:
+            cos = self.rotary_cos[:n, None, :]
+            sin = self.rotary_sin[:n, None, :]
+        else:  # [batch, pos] absolute positions (left padding, a key/value cache)
+            cos = self.rotary_cos[positions][:, :, None, :]
+            sin = self.rotary_sin[positions][:, :, None, :]
         if r == x.shape[-1]:
             return x * cos + rotate_half(x) * sin
         x_rot, x_pass = x[..., :r], x[..., r:]
         return torch.cat((x_rot * cos + rotate_half(x_rot) * sin, x_pass), dim=-1)
 
-    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+    def _qkv(self, x: Tensor, ln: Optional[nn.Module]) -> tuple[Tensor, Tensor, Tensor]:
+        if not self.cfg.use_split_qkv_input:
+            return (self.hook_q(self._project(x, self.W_Q, self.b_Q)),
+                    self.hook_k(self._project(x, self.W_K, self.b_K)),
+                    self.hook_v(self._project(x, self.W_V, self.b_V)))
+        out = []
+        for name, W, b, hook in (("hook_q_input", self.W_Q, self.b_Q, self.hook_q),
+                                 ("hook_k_input", self.W_K, self.b_K, self.hook_k),
+                                 ("hook_v_input", self.W_V, self.b_V, self.hook_v)):
+            copies = getattr(self, name)(x[:, :, None, :].expand(-1, -1, self.cfg.n_heads, -1).clone())
+            out.append(hook(self._project(copies if ln is None else ln(copies), W, b)))
+        return out[0], out[1], out[2]
+
+    def forward(
+        self,
+        x: Float[Tensor, "batch pos d_model"],
+        ln: Optional[nn.Module] = None,
+        key_mask: Optional[Bool[Tensor, "batch key_pos"]] = None,
+        positions: Optional[Int[Tensor, "batch pos"]] = None,
+        past_kv: Optional["KVCacheEntry"] = None,
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """Attention of the block.
+
+        Args:
+            x: ln1's output; in split-qkv-input mode the pre-ln1 residual, normalised here by `ln`.
+            ln: the block's ln1 (split-qkv-input mode only).
+            key_mask: False on padding keys (over the past and present positions); such keys get no attention.
+            positions: absolute positions of x's rows for RoPE (default 0..pos-1).
+            past_kv: keys/values of earlier positions; this call appends x's.
+        """
         n = x.shape[1]
-        q = self.hook_q(self._project(x, self.W_Q, self.b_Q))
-        k = self.hook_k(self._project(x, self.W_K, self.b_K))
-        v = self.hook_v(self._project(x, self.W_V, self.b_V))
+        q, k, v = self._qkv(x, ln)
         if self.rotary:
-            q = self.hook_rot_q(self._rotate(q))
-            k = self.hook_rot_k(self._rotate(k))
+            q = self.hook_rot_q(self._rotate(q, positions))
+            k = self.hook_rot_k(self._rotate(k, positions))
+        past = 0
+        if past_kv is not None:
+            past = past_kv.length
+            k, v = past_kv.append(k, v)
         scores = torch.matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)) / self.cfg.attn_scale
-        scores = scores.masked_fill(self.mask[:n, :n], float("-inf"))
-        pattern = self.hook_pattern(torch.softmax(self.hook_attn_scores(scores), dim=-1))
+        scores = scores.masked_fill(self.mask[past:past + n, :past + n], float("-inf"))
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        pattern = torch.softmax(self.hook_attn_scores(scores), dim=-1)
+        if key_mask is not None:  # a padding query with no real key to read: TL's zero row, not NaN
+            pattern = torch.where(torch.isnan(pattern), torch.zeros_like(pattern), pattern)
+        pattern = self.hook_pattern(pattern)
         z = self.hook_z(torch.matmul(pattern, v.transpose(1, 2)).transpose(1, 2))
         h, e, d = self.W_O.shape
-        if _is_hooked(self.hook_result):
+        if self.cfg.use_attn_result and _is_hooked(self.hook_result):
             # per head in [head, batch*pos, d_model] layout: one batched matmul with no layout copy;
             # hooks see a [batch, pos, head, d_model] view of it
             per_head = torch.matmul(z.permute(2, 0, 1, 3).reshape(h, -1, e), self.W_O)
@@ -145,3 +208,22 @@ class Attention(nn.Module):
             summed = per_head.sum(0).view(*z.shape[:2], d) if result is view else result.sum(dim=-2)
             return summed + self.b_O
         return torch.matmul(z.reshape(*z.shape[:-2], h * e), self.W_O.reshape(h * e, d)) + self.b_O
+
+
+class KVCacheEntry:
+    """One layer's cached keys and values [batch, pos, head, d_head] (keys after RoPE)."""
+
+    def __init__(self) -> None:
+        self.k: Optional[Tensor] = None
+        self.v: Optional[Tensor] = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[1]
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store `k, v` after the cached ones and return all of them."""
+        if self.k is not None:
+            k, v = torch.cat([self.k, k], dim=1), torch.cat([self.v, v], dim=1)
+        self.k, self.v = k.detach(), v.detach()
+        return k, v

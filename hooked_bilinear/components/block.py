@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from jaxtyping import Float
 from torch import Tensor, nn
 
@@ -35,10 +37,14 @@ class TransformerBlock(nn.Module):
             self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
         self.hook_resid_post = HookPoint()  # [batch, pos, d_model]
 
-    def forward(self, resid_pre: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+    def forward(self, resid_pre: Float[Tensor, "batch pos d_model"], **attn_kwargs: Any) -> Float[Tensor, "batch pos d_model"]:
+        """`attn_kwargs` (key_mask, positions, past_kv) go to the attention, see `Attention.forward`."""
         resid_pre = self.hook_resid_pre(resid_pre)
-        attn_in = resid_pre if self.ln1 is None else self.ln1(resid_pre)
-        attn_out = self.hook_attn_out(self.attn(attn_in))
+        if self.cfg.use_split_qkv_input:  # the attention normalises each head's own copy
+            attn_out = self.hook_attn_out(self.attn(resid_pre, ln=self.ln1, **attn_kwargs))
+        else:
+            attn_in = resid_pre if self.ln1 is None else self.ln1(resid_pre)
+            attn_out = self.hook_attn_out(self.attn(attn_in, **attn_kwargs))
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
         if self.cfg.attn_only:
             return self.hook_resid_post(resid_mid)

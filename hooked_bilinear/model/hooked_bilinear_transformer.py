@@ -10,24 +10,29 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from hooked_bilinear._tl import ActivationCache, HookedRootModule, lm_cross_entropy_loss
+from hooked_bilinear._tl import HookedRootModule, lm_cross_entropy_loss
 from hooked_bilinear.components import Embed, PosEmbed, TransformerBlock, Unembed, make_norm
 from hooked_bilinear.config import HookedBilinearConfig
 from hooked_bilinear.errors import CheckpointError, InputError, NotBilinearError
 from hooked_bilinear.hook_point import HookPoint
 from hooked_bilinear.model import processing
+from hooked_bilinear.model.activation_cache import ActivationCache
 from hooked_bilinear.model.config_sync import ConfigSyncMixin
+from hooked_bilinear.model.delegate import delegate
 from hooked_bilinear.model.generate import GenerationMixin
 from hooked_bilinear.model.init import init_skipped, init_weights
+from hooked_bilinear.model.kv_cache import KeyValueCache, attention_inputs
+from hooked_bilinear.model.tl_compat import TLCompatMixin
 from hooked_bilinear.model.tokenization import TokenizationMixin
-from hooked_bilinear.model.validation import check_hook_names, check_residual, check_tokens
+from hooked_bilinear.model.validation import check_backward_request, check_hook_names, check_residual, check_tokens
 from hooked_bilinear.model.weights import WeightAccessors
 
 ReturnType = Optional[Literal["logits", "loss", "both"]]
 HookList = list[tuple[Union[str, Callable[[str], bool]], Callable]]
 
 
-class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMixin, GenerationMixin, HookedRootModule):
+class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMixin, GenerationMixin, TLCompatMixin,
+                                HookedRootModule):
     """A decoder-only transformer with bilinear MLPs and a HookPoint on every activation.
 
     Hook names, weight names and orientation follow TransformerLens (`blocks.0.mlp.hook_post`,
@@ -68,12 +73,14 @@ class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMi
         self.tokenizer = None
         if tokenizer is not None:
             self.set_tokenizer(tokenizer)
+        cfg.own()  # from now on, fields are re-validated when set and structural ones refused
 
     # ------------------------------------------------------------------ forward
-    def _embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+    def _embed(self, tokens: Int[Tensor, "batch pos"], positions: Optional[Tensor] = None) -> Float[Tensor, "batch pos d_model"]:
         resid = self.hook_embed(self.embed(tokens))
         if self.pos_embed is not None:
-            pos = self.pos_embed(tokens)  # a broadcast view of W_pos
+            # a broadcast view of W_pos, or its rows at offset positions (left padding, a key/value cache)
+            pos = self.pos_embed(tokens) if positions is None else self.pos_embed.W_pos[positions]
             if self.hook_pos_embed._forward_hooks:
                 # A hook may edit it in place or keep it (the cache): hand it a copy, never W_pos itself.
                 pos = pos.clone()
@@ -89,6 +96,9 @@ class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMi
         stop_at_layer: Optional[int] = None,
         start_at_layer: Optional[int] = None,
         tokens: Optional[Int[Tensor, "batch pos"]] = None,
+        attention_mask: Optional[Int[Tensor, "batch pos"]] = None,
+        past_kv_cache: Optional[KeyValueCache] = None,
+        padding_side: Optional[Literal["left", "right"]] = None,
     ) -> Any:
         """Run the model.
 
@@ -98,14 +108,19 @@ class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMi
             return_type: "logits", "loss" (mean next-token cross-entropy; for a list of strings, over the
                 real tokens only, not the right padding), "both" ((logits, loss)) or None.
             loss_per_token: return the loss per position [batch, pos-1] instead of its mean (0 on padding).
-            prepend_bos: for string input, whether to add the tokenizer's BOS.
+            prepend_bos: for string input, whether to add the tokenizer's BOS (default `cfg.default_prepend_bos`).
             stop_at_layer: return the residual stream entering block `stop_at_layer` (TL semantics).
             start_at_layer: `input` is the residual stream entering this block.
             tokens: token ids for the loss when `start_at_layer` is given.
+            attention_mask: [batch, pos], 1 on real tokens and 0 on padding: padding keys get no attention
+                and each row's positions start at its first real token (TL's semantics). A list of strings
+                padded on the left gets it automatically.
+            past_kv_cache: a `KeyValueCache`: attend to its positions too and append these (generation).
+            padding_side: for a list of strings, "left" or "right" (default `cfg.default_padding_side`).
 
         Raises:
             InputError: wrong dtype, rank, empty input, token ids outside [0, d_vocab), more than n_ctx
-                positions, or an unknown `return_type`.
+                positions (strings too: they are not cut, as tensors are not), or an unknown `return_type`.
         """
         if return_type not in ("logits", "loss", "both", None):
             raise InputError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
@@ -118,16 +133,25 @@ class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMi
         pad_mask = None  # for a padded batch of strings, the loss skips the padding
         if start_at_layer is None:
             if isinstance(input, (str, list)):
-                input, pad_mask = self._encode(input, prepend_bos=prepend_bos)
-            tokens = check_tokens(input, self.cfg)
-            resid = self._embed(tokens)
+                input, pad_mask = self._encode(input, prepend_bos=prepend_bos, truncate=False, padding_side=padding_side)
+                if attention_mask is None and not bool(pad_mask[:, 0].all()):  # left padding shifts positions
+                    attention_mask = pad_mask
+            tokens = check_tokens(input, self.cfg, what="the input" if pad_mask is not None else "tokens")
+            if attention_mask is not None and pad_mask is None:
+                pad_mask = torch.as_tensor(attention_mask, device=tokens.device).bool()
+            attn_kwargs = attention_inputs(*tokens.shape, self.cfg.n_ctx, tokens.device, attention_mask, past_kv_cache)
+            resid = self._embed(tokens, attn_kwargs.get("positions"))
             start_at_layer = 0
         else:
             resid = check_residual(input, self.cfg, "input (with start_at_layer)")
+            attn_kwargs = attention_inputs(*resid.shape[:2], self.cfg.n_ctx, resid.device, attention_mask, past_kv_cache)
             if tokens is not None:
                 tokens = check_tokens(tokens, self.cfg)
-        for block in self.blocks[start_at_layer:stop_at_layer]:
-            resid = block(resid)
+        start = start_at_layer % n_layers if n_layers and start_at_layer < 0 else start_at_layer
+        for layer, block in enumerate(self.blocks[start_at_layer:stop_at_layer], start=start):
+            if past_kv_cache is not None:
+                attn_kwargs["past_kv"] = past_kv_cache.entries[layer]
+            resid = block(resid, **attn_kwargs)
         if stop_at_layer is not None:
             return resid
         if self.ln_final is not None:
@@ -202,6 +226,25 @@ class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMi
         elif isinstance(names_filter, (list, tuple)):
             check_hook_names(names_filter, self.hook_dict)
             names_filter = list(names_filter)
+        if incl_bwd:
+            check_backward_request(self, model_kwargs)
+            with torch.enable_grad(), self._activations_need_grad():
+                return self._run_with_cache(model_args, names_filter, device, remove_batch_dim, incl_bwd,
+                                            reset_hooks_end, clear_contexts, model_kwargs)
+        return self._run_with_cache(model_args, names_filter, device, remove_batch_dim, incl_bwd, reset_hooks_end,
+                                    clear_contexts, model_kwargs)
+
+    @contextmanager
+    def _activations_need_grad(self):
+        """With every parameter frozen, make the embedding require grad so activation gradients exist."""
+        if any(p.requires_grad for p in self.parameters()):
+            yield
+            return
+        with self.hooks([("hook_embed", lambda x, hook: x.detach().requires_grad_())]):
+            yield
+
+    def _run_with_cache(self, model_args, names_filter, device, remove_batch_dim, incl_bwd, reset_hooks_end,
+                        clear_contexts, model_kwargs):
         if model_args and isinstance(model_args[0], Tensor) and model_args[0].ndim == 1:
             # forward accepts tokens [pos]; add the batch axis here, or TL's remove_batch_dim
             # check would read pos as the batch size.
@@ -209,8 +252,6 @@ class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMi
         if remove_batch_dim and model_args and isinstance(model_args[0], Tensor) and model_args[0].ndim == 2 \
                 and model_args[0].shape[0] != 1:
             raise InputError(f"remove_batch_dim=True needs batch size 1, got tokens of shape {tuple(model_args[0].shape)}")
-        if incl_bwd and model_kwargs.get("return_type", "logits") in ("logits", "both", None):
-            raise InputError("incl_bwd=True needs a scalar output: pass return_type='loss'")
         out, cache_dict = super().run_with_cache(
             *model_args, names_filter=names_filter, device=device, remove_batch_dim=remove_batch_dim,
             incl_bwd=incl_bwd, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts, **model_kwargs,
@@ -233,16 +274,8 @@ class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMi
         return BilinearTensor.from_layer(self.blocks[layer].mlp)
 
     # ------------------------------------------------------------------ circuits
-    def decompose(self, tokens: Any, **kwargs: Any):
-        """Exact path decomposition of this forward pass; see `hooked_bilinear.circuits.decompose`.
-
-        Example:
-            >>> d = model.decompose(tokens, level=2, target=7)  # doctest: +SKIP
-            >>> d.check(), d.top(10)  # doctest: +SKIP
-        """
-        from hooked_bilinear.circuits import decompose
-
-        return decompose(self, tokens, **kwargs)
+    # the exact path decomposition of one forward pass (signature and docstring: circuits.decompose)
+    decompose = delegate("hooked_bilinear.circuits.decompose", "decompose")
 
     # ------------------------------------------------------------------ weight processing (explicit opt-ins)
     def fold_layer_norm(self) -> "HookedBilinearTransformer":

@@ -42,26 +42,40 @@ def fold_layer_norm(model):
         if not cfg.attn_only:
             _fold_into(block.ln2, [(block.mlp.W_l, block.mlp.b_l), (block.mlp.W_r, block.mlp.b_r)])
     _fold_into(model.ln_final, [(model.unembed.W_U, model.unembed.b_U)])
-    new_type = _PRE[cfg.normalization_type]
-    if cfg.normalization_type == "LN":
-        # The LN bias now lives in these biases: mark them as real (trainable) biases.
-        cfg.attn_bias = cfg.unembed_bias = True
-        if not cfg.attn_only:
-            cfg.mlp_bias = True
-        for name, p in model.named_parameters():
-            if name.rsplit(".", 1)[-1].startswith("b_"):
-                p.requires_grad_(True)
-    cfg.normalization_type = new_type
-    cfg.layer_norm_folding = True
+    with cfg.rebuilding():  # the weights change to match below
+        new_type = _PRE[cfg.normalization_type]
+        if cfg.normalization_type == "LN":
+            # The LN bias now lives in these biases: mark them as real (trainable) biases.
+            cfg.attn_bias = cfg.unembed_bias = True
+            if not cfg.attn_only:
+                cfg.mlp_bias = True
+            for name, p in model.named_parameters():
+                if name.rsplit(".", 1)[-1].startswith("b_"):
+                    p.requires_grad_(True)
+        cfg.normalization_type = new_type
+        cfg.layer_norm_folding = True
     pre_cls = LayerNormPre if new_type == "LNPre" else RMSNormPre
     for block in model.blocks:
-        block.ln1 = pre_cls(cfg)
+        block.ln1 = _weightless(block.ln1, pre_cls, cfg)
         if not cfg.attn_only:
-            block.ln2 = pre_cls(cfg)
-    model.ln_final = pre_cls(cfg)
+            block.ln2 = _weightless(block.ln2, pre_cls, cfg)
+    model.ln_final = _weightless(model.ln_final, pre_cls, cfg)
     model.to(cfg.device)
     model.setup()
     return model
+
+
+def _weightless(norm, pre_cls, cfg):
+    """The weightless norm that replaces `norm`, in its train/eval mode and with its own hook points.
+
+    Moving the HookPoint modules (not copying) keeps every hook attached to them, permanent ones
+    included, with their handles and context levels: folding changes weights, never the hooks.
+    """
+    new = pre_cls(cfg)
+    new.hook_scale = norm.hook_scale
+    new.hook_normalized = norm.hook_normalized
+    new.train(norm.training)
+    return new
 
 
 @torch.no_grad()

@@ -12,12 +12,13 @@ from hooked_bilinear.config import HookedBilinearConfig
 from hooked_bilinear.errors import HookNameError, InputError
 
 
-def check_tokens(tokens: Tensor, cfg: HookedBilinearConfig) -> Tensor:
+def check_tokens(tokens: Tensor, cfg: HookedBilinearConfig, what: str = "tokens") -> Tensor:
     """Validate a token tensor and return it as int64 `[batch, pos]` on `cfg.device`.
 
     Raises:
         InputError: float/bool dtype, rank not 1 or 2, empty sequence, ids outside
-            `[0, d_vocab)`, or more than `n_ctx` positions.
+            `[0, d_vocab)`, or more than `n_ctx` positions. `what="the input"` words the length error
+            for strings tokenized by the forward.
     """
     if not isinstance(tokens, Tensor):
         raise InputError(f"tokens must be a torch.Tensor (or a string with a tokenizer attached), got {type(tokens).__name__}")
@@ -30,6 +31,9 @@ def check_tokens(tokens: Tensor, cfg: HookedBilinearConfig) -> Tensor:
     batch, n = tokens.shape
     if batch == 0 or n == 0:
         raise InputError(f"tokens is empty (shape {tuple(tokens.shape)}); need at least one position")
+    if n > cfg.n_ctx and what != "tokens":
+        raise InputError(f"{what} tokenizes to {n} tokens but n_ctx is {cfg.n_ctx}: shorten it, or cut it "
+                         f"explicitly with model.to_tokens(text, truncate=True) (strings are not cut silently)")
     if n > cfg.n_ctx:
         raise InputError(f"tokens has shape {tuple(tokens.shape)} but n_ctx is {cfg.n_ctx}")
     lo, hi = int(tokens.min()), int(tokens.max())
@@ -58,3 +62,20 @@ def check_hook_names(names: Iterable[str], known: Iterable[str]) -> None:
             close = difflib.get_close_matches(name, known, n=3)
             hint = f"; did you mean {close}?" if close else f"; see model.hook_dict.keys() ({len(known)} hooks)"
             raise HookNameError(f"unknown hook name {name!r}{hint}")
+
+
+def check_backward_request(model, model_kwargs: dict) -> None:
+    """Refuse `run_with_cache(incl_bwd=True)` requests whose backward pass cannot exist, before running.
+
+    Raises:
+        InputError: a non-scalar output (logits, or the residual stream with `stop_at_layer`), or
+            inference mode (its tensors can never carry gradients).
+    """
+    if model_kwargs.get("stop_at_layer") is not None:
+        raise InputError("incl_bwd=True needs a scalar output to differentiate, but stop_at_layer returns the "
+                         "residual stream: drop stop_at_layer and pass return_type='loss', or hook a scalar yourself")
+    if model_kwargs.get("return_type", "logits") in ("logits", "both", None):
+        raise InputError("incl_bwd=True needs a scalar output: pass return_type='loss'")
+    if torch.is_inference_mode_enabled():
+        raise InputError("incl_bwd=True cannot run inside torch.inference_mode(): its tensors never carry "
+                         "gradients; call it outside (torch.no_grad() is fine: gradients are turned on for the call)")

@@ -248,9 +248,28 @@ def test_svd_interpreter_on_ov_and_w_out():
     assert ov.shape == (model.cfg.d_vocab, 1, 3)
     w_out = svd.get_singular_vectors("w_out", layer_index=0, num_vectors=3)
     assert w_out.shape == (model.cfg.d_vocab, 1, 3)
-    # A bilinear MLP has two input matrices (W_l, W_r), so there is no single `w_in`; TL refuses.
-    with pytest.raises(NotImplementedError, match="w_in"):
-        svd.get_singular_vectors("w_in", layer_index=0, num_vectors=3)
+
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_svd_interpreter_w_in_reads_both_bilinear_branches(fold):
+    """`w_in` of a bilinear MLP is [W_l | W_r] (both read the residual); TL's result against a direct SVD,
+    with ln2's weight applied (unfolded) or folded in."""
+    from transformer_lens import SVDInterpreter
+
+    model = make_model(normalization_type="RMS")
+    with torch.no_grad():
+        model.blocks[1].ln2.w.uniform_(0.5, 2.0)
+    if fold:
+        model.fold_layer_norm()
+    got = SVDInterpreter(model).get_singular_vectors("w_in", layer_index=1, num_vectors=3)[:, 0, :]
+    mlp = model.blocks[1].mlp
+    W = torch.cat([mlp.W_l, mlp.W_r], dim=1).detach().double()  # [d_model, 2 d_mlp]
+    if not fold:
+        W = model.blocks[1].ln2.w.detach().double()[:, None] * W
+    _, _, Vh = torch.linalg.svd(W.T)
+    want = model.W_U.detach().double().T @ Vh[:3].T  # [d_vocab, 3]
+    torch.testing.assert_close(got.abs().double(), want.abs(), atol=1e-5, rtol=1e-4)  # up to SVD signs
 
 
 def test_attribution_patching_runs_and_is_zero_for_identical_inputs():
