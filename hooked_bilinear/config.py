@@ -188,6 +188,11 @@ class HookedBilinearConfig(TransformerLensConfig):
             self.n_key_value_heads = self.n_heads
 
     @property
+    def d_vocab_out(self) -> int:
+        """TL's name for the number of logits: `d_vocab` (the unembedding is square in the vocabulary)."""
+        return self.d_vocab
+
+    @property
     def is_bilinear(self) -> bool:
         """True when the MLPs are bilinear (no gate activation)."""
         return self.gate is None and not self.attn_only

@@ -25,6 +25,7 @@ class GenerationMixin:
         stop_at_eos: bool = True,
         prepend_bos: Optional[bool] = None,
         verbose: bool = False,
+        use_past_kv_cache: bool = True,
     ) -> Union[str, Tensor]:
         """Extend `input` by up to `max_new_tokens` tokens.
 
@@ -36,6 +37,10 @@ class GenerationMixin:
             generator: a `torch.Generator` for reproducible sampling.
             stop_at_eos: stop once every sequence has produced the tokenizer's EOS.
             verbose: show a progress bar.
+            use_past_kv_cache: keep every position's keys and values (a `KeyValueCache`), so each new token
+                costs a one-position forward instead of one over the whole sequence (the same tokens:
+                greedy output is identical). Past `n_ctx` tokens the window slides, and each step
+                then recomputes the window, as without the cache.
 
         Example:
             >>> out = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=5, do_sample=False)  # doctest: +SKIP
@@ -58,9 +63,20 @@ class GenerationMixin:
         greedy = not do_sample or temperature == 0
         was_training = self.training
         self.eval()
+        cache = None
         try:
             for _ in tqdm(range(max_new_tokens), disable=not verbose, desc="generate"):
-                logits = self(tokens[:, -self.cfg.n_ctx:])[:, -1, :].float()
+                if use_past_kv_cache and tokens.shape[1] <= self.cfg.n_ctx:
+                    if cache is None:
+                        from hooked_bilinear.model.kv_cache import KeyValueCache
+
+                        cache = KeyValueCache(self.cfg.n_layers)
+                        step_input = tokens
+                    else:
+                        step_input = tokens[:, -1:]
+                    logits = self(step_input, past_kv_cache=cache)[:, -1, :].float()
+                else:
+                    logits = self(tokens[:, -self.cfg.n_ctx:])[:, -1, :].float()
                 if greedy:
                     nxt = logits.argmax(-1)
                 else:

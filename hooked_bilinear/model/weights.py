@@ -139,10 +139,20 @@ class WeightAccessors:
         return total
 
     def tokens_to_residual_directions(self, tokens) -> Tensor:
-        """Unembedding columns `W_U[:, token]` for a token id, a string, or a tensor of ids -> [..., d_model]."""
+        """The residual direction each token's logit reads after ln_final's scale, -> [..., d_model].
+
+        `ln_final.w ⊙ W_U[:, token]`, which is `W_U[:, token]` once the norm is folded (or absent). TL's
+        `ActivationCache.logit_attrs` divides the stack by the cached scale and dots it with this, so its
+        direct logit attribution is right on an unfolded model too (TL's own models assume folding and would
+        drop the weight). For a token id, a one-token string, or a tensor of ids.
+        """
         if isinstance(tokens, str):
             tokens = self.to_single_token(tokens)
+        W_U = self.W_U
+        w = getattr(self.ln_final, "w", None)
+        if w is not None:
+            W_U = w[:, None] * W_U
         if isinstance(tokens, int):
-            return self.W_U[:, tokens]
-        tokens = torch.as_tensor(tokens, device=self.W_U.device)
-        return self.W_U.T[tokens]
+            return W_U[:, tokens]
+        tokens = torch.as_tensor(tokens, device=W_U.device)
+        return W_U.T[tokens]

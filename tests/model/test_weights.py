@@ -114,18 +114,26 @@ def test_accumulated_bias_attn_only():
     assert torch.allclose(model.accumulated_bias(2), model.b_O.sum(0), atol=1e-14)
 
 
+def _read_direction(model, t):
+    """W_U[:, t] scaled by ln_final's weight, when it has one (what the logit reads after the norm's scale)."""
+    w = getattr(model.ln_final, "w", None)
+    return model.W_U[:, t] if w is None else w * model.W_U[:, t]
+
+
 def test_tokens_to_residual_directions(model3):
-    assert torch.equal(model3.tokens_to_residual_directions(4), model3.W_U[:, 4])
-    assert torch.equal(model3.tokens_to_residual_directions(torch.tensor(4)), model3.W_U[:, 4])
+    assert torch.equal(model3.tokens_to_residual_directions(4), _read_direction(model3, 4))
+    assert torch.equal(model3.tokens_to_residual_directions(torch.tensor(4)), _read_direction(model3, 4))
     ids = torch.tensor([[1, 2], [3, 4]])
     dirs = model3.tokens_to_residual_directions(ids)
     assert dirs.shape == (2, 2, model3.cfg.d_model)
-    assert torch.equal(dirs[1, 0], model3.W_U[:, 3])
+    assert torch.equal(dirs[1, 0], _read_direction(model3, 3))
 
 
 def test_tokens_to_residual_directions_from_a_string(tokenizer):
     model = make_model(tokenizer=tokenizer)
-    assert torch.equal(model.tokens_to_residual_directions("cat"), model.W_U[:, 4])
+    assert torch.equal(model.tokens_to_residual_directions("cat"), _read_direction(model, 4))
+    folded = make_model(tokenizer=tokenizer).fold_layer_norm()  # weightless: the plain unembedding column
+    assert torch.equal(folded.tokens_to_residual_directions("cat"), folded.W_U[:, 4])
 
 
 def test_bilinear_refuses_non_bilinear_layers():
