@@ -12,28 +12,78 @@ Example:
     >>> model = HookedBilinearTransformer.from_pretrained("modadd-113-1l")  # doctest: +SKIP
 """
 
-from hooked_bilinear.circuits import (
-    PathDecomposition,
-    Target,
-    TooManyPathsError,
-    decompose,
-    direct_circuit,
-    expand_lazy,
-    mlp_token_tensor,
-    ov_circuit,
-    qk_circuit,
-)
-from hooked_bilinear.config import HookedBilinearConfig
-from hooked_bilinear.errors import CheckpointError, ConfigError, HookNameError, InputError, NotBilinearError
-from hooked_bilinear.hook_point import HookPoint, HookReturnError
-from hooked_bilinear.loading import bundled_models, load_pretrained
-from hooked_bilinear.loading.registry import list_pretrained
-from hooked_bilinear.loading.sae import TopKSAE, load_sae
-from hooked_bilinear.model.hooked_bilinear_mlp import HookedBilinearMLP, HookedBilinearMLPConfig
-from hooked_bilinear.model.hooked_bilinear_transformer import HookedBilinearTransformer
-from hooked_bilinear.tensor import BilinearTensor, TokenBilinear
-from hooked_bilinear.train import TrainConfig, TrainHistory, train
-from hooked_bilinear.zoo import list_zoo, zoo_table
+import importlib
+import sys
+import types
+from typing import Any
+
+# Every public name, and the module that defines it. They are imported on first use (PEP 562), so
+# `import hooked_bilinear` costs little: transformer-lens alone takes seconds, and the CLI's `--help`
+# and `list` need none of it. `from hooked_bilinear import X` works as before.
+_LAZY = {
+    "PathDecomposition": "hooked_bilinear.circuits",
+    "Target": "hooked_bilinear.circuits",
+    "TooManyPathsError": "hooked_bilinear.circuits",
+    "decompose": "hooked_bilinear.circuits",
+    "direct_circuit": "hooked_bilinear.circuits",
+    "expand_lazy": "hooked_bilinear.circuits",
+    "mlp_token_tensor": "hooked_bilinear.circuits",
+    "ov_circuit": "hooked_bilinear.circuits",
+    "qk_circuit": "hooked_bilinear.circuits",
+    "HookedBilinearConfig": "hooked_bilinear.config",
+    "CheckpointError": "hooked_bilinear.errors",
+    "ConfigError": "hooked_bilinear.errors",
+    "HookNameError": "hooked_bilinear.errors",
+    "InputError": "hooked_bilinear.errors",
+    "NotBilinearError": "hooked_bilinear.errors",
+    "HookPoint": "hooked_bilinear.hook_point",
+    "HookReturnError": "hooked_bilinear.hook_point",
+    "bundled_models": "hooked_bilinear.loading",
+    "load_pretrained": "hooked_bilinear.loading",
+    "list_pretrained": "hooked_bilinear.loading.registry",
+    "TopKSAE": "hooked_bilinear.loading.sae",
+    "load_sae": "hooked_bilinear.loading.sae",
+    "HookedBilinearMLP": "hooked_bilinear.model.hooked_bilinear_mlp",
+    "HookedBilinearMLPConfig": "hooked_bilinear.model.hooked_bilinear_mlp",
+    "HookedBilinearTransformer": "hooked_bilinear.model.hooked_bilinear_transformer",
+    "BilinearTensor": "hooked_bilinear.tensor",
+    "TokenBilinear": "hooked_bilinear.tensor",
+    "TrainConfig": "hooked_bilinear.train",
+    "TrainHistory": "hooked_bilinear.train",
+    "train": "hooked_bilinear.train",
+    "list_zoo": "hooked_bilinear.zoo",
+    "zoo_table": "hooked_bilinear.zoo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hooked_bilinear' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """`hooked_bilinear.train` is the training function, as it always was, though a subpackage has that name.
+
+    Importing the subpackage makes the import system bind it on this package; the eager `__init__` of old
+    rebound the function afterwards. Now imports are lazy, so the binding is redirected here.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "train" and isinstance(value, types.ModuleType) and hasattr(value, "train"):
+            value = value.train
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __version__ = "0.1.0"
 

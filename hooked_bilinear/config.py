@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional
 import torch
 
 from hooked_bilinear._tl import TransformerLensConfig
+from hooked_bilinear.errors import ConfigError  # defined there, so the errors import without TL
 
 NormType = Optional[Literal["LN", "LNPre", "RMS", "RMSPre"]]
 NORMALIZATION_TYPES = (None, "LN", "LNPre", "RMS", "RMSPre")
@@ -21,8 +22,6 @@ GATES = (None, "silu", "relu", "gelu")
 INIT_SCHEMES = ("gpt2", "xavier_normal", "zeros")
 
 
-class ConfigError(ValueError):
-    """An invalid or inconsistent model configuration."""
 
 
 # The fields a model's weights, buffers and hook points were built from. Once a model owns the config,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from hooked_bilinear.config import ConfigError
+
+
+class ConfigError(ValueError):
+    """An invalid or inconsistent model configuration."""
 
 
 class InputError(ValueError):

@@ -51,7 +51,10 @@ def make_engine(model, tokens, target=None, at="logits", dtype: Optional[torch.d
             raise InputError("lazy expansion at a residual point needs target=Target.direction(u, pos)")
         target = Target.logit(run.logits[:, -1].argmax(-1))
         positions = [n - 1]
-    engine = PathEngine(run, Readout(run, target, at_layer, positions))
+    readout = Readout(run, target, at_layer, positions)
+    if getattr(model, "tokenizer", None) is not None:  # titles and reprs then name tokens, not only ids
+        readout.token_str = lambda i: model.tokenizer.decode([i])
+    engine = PathEngine(run, readout)
     return engine, engine.table.parts_pre(model.cfg.n_layers if at_layer is None else at_layer)
 
 

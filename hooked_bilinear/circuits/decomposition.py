@@ -5,11 +5,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 from torch import Tensor
 
 from hooked_bilinear.circuits.nodes import Node
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# What each column of `to_frame()` means; the CLI prints it under its table, and frames carry it in `.attrs`.
+COLUMNS = {
+    "label": "the path, e.g. mlp1(tok, head0.3(tok)); a ∑ in front (plots, CLI) marks an expandable term",
+    "signature": "the path's shape with positions and head indices dropped, for grouping",
+    "tree": "the path as nested tuples",
+    "kind": "what the term is: embed (token or position), bias (b_O, b_out, b_U or the MLP's constant input), "
+            "head (an attention head's output on one input), mlp (a bilinear MLP's B(X,X), or B(X,Y)+B(Y,X) for an "
+            "unordered input pair), head total / mlp total (a component's whole output, not yet split)",
+    "layers": "the layers the path goes through",
+    "heads": "the heads the path goes through, as layer.head",
+    "degree": "how many times the path multiplies embeddings (its polynomial degree in the input)",
+    "positions": "the target positions the contribution is read at",
+    "contribution": "the term's exact share of the target (logit, logit difference, ...), batch mean; the "
+                    "contributions sum to the target",
+    "norm": "the residual-stream norm of the term at the target positions (batch mean): its size before it is "
+            "read out, large with a small contribution means it points elsewhere",
+    "expandable": "True when the term is itself a sum of finer paths (∑): expand it with level='full' or 'lazy'; "
+                  "at level 2 the MLP pairs are expandable, and still exact",
+}
 
 
 @dataclass(frozen=True)
@@ -55,7 +79,7 @@ class PathDecomposition:
         self.nodes, self.values, self.norms, self.reference = nodes, values, norms, reference
         self.level, self.positions, self.description = level, positions, description
         self.table, self.history = table, history or []
-        self._frame: Optional[pd.DataFrame] = None
+        self._frame: Optional["pd.DataFrame"] = None
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -79,9 +103,12 @@ class PathDecomposition:
         return CheckResult(err, err / scale if scale > 0 else err, len(self), self.description)
 
     # ------------------------------------------------------------------ tables
-    def to_frame(self) -> pd.DataFrame:
-        """One row per term: label, signature, tree, kind, layers, heads, degree, positions,
-        contribution (batch mean; NaN without a target), norm, remainder (an unexpanded aggregate)."""
+    def to_frame(self) -> "pd.DataFrame":
+        """One row per term: label, signature, tree, kind, layers, heads, degree, positions, contribution
+        (batch mean; NaN without a target), norm, expandable. `COLUMNS` (also `frame.attrs["columns"]`) says
+        what each means."""
+        import pandas as pd
+
         if self._frame is None:
             contrib = self.values.mean(1).cpu().numpy() if self.has_target else np.full(len(self), np.nan)
             rows = []
@@ -92,23 +119,24 @@ class PathDecomposition:
                     layers=tuple(sorted({l for _, l, _ in comps})),
                     heads=tuple(sorted({f"{l}.{h}" for k, l, h in comps if k == "head"})),
                     degree=node.degree, positions=tuple(self.positions), contribution=float(c), norm=nm,
-                    remainder=node.expandable,
+                    expandable=node.expandable,
                 ))
             frame = pd.DataFrame(rows)
             frame["degree"] = frame["degree"].astype("Int64")
+            frame.attrs["columns"] = dict(COLUMNS)
             self._frame = frame
         return self._frame.copy()
 
     def _sort_key(self) -> str:
         return "contribution" if self.has_target else "norm"
 
-    def top(self, k: int = 20) -> pd.DataFrame:
+    def top(self, k: int = 20) -> "pd.DataFrame":
         """The k terms with the largest |contribution| (largest norm without a target)."""
         frame = self.to_frame()
         key = frame[self._sort_key()].abs()
         return frame.loc[key.sort_values(ascending=False).index[:k]]
 
-    def group(self, by: str = "signature") -> pd.DataFrame:
+    def group(self, by: str = "signature") -> "pd.DataFrame":
         """Sum contributions of terms sharing `by`: "signature", "label", "kind", "degree", "layers" or "heads".
 
         Returns columns contribution (exact sum), abs_contribution (Σ|·|, shows cancellation) and n_terms.
@@ -122,7 +150,7 @@ class PathDecomposition:
             n_terms=("label", "size"))
         return out.reindex(out["contribution"].abs().sort_values(ascending=False).index)
 
-    def pair_table(self, layer: int) -> pd.DataFrame:
+    def pair_table(self, layer: int) -> "pd.DataFrame":
         """The symmetric [K, K] table of MLP `layer`'s unordered input pairs (spec §2.3 item 2).
 
         Entry (i, j) holds 2·B_sym(T_i, T_j) read out into the target for i≠j and B_sym(T_i, T_i) on the
@@ -146,6 +174,8 @@ class PathDecomposition:
                 if node.id not in where:
                     raise KeyError(f"term {node.label} is not in this decomposition (pair tables come from level=2)")
                 out[i, j] = out[j, i] = float(col[where[node.id]])
+        import pandas as pd
+
         labels = [x.label for x in inputs]
         return pd.DataFrame(out, index=labels, columns=labels)
 
@@ -163,9 +193,10 @@ class PathDecomposition:
         return plot_pair_table(self, layer, **kwargs)
 
 
+_KINDS = {"tok": "embed", "pos": "embed", "bO": "bias", "bout": "bias", "bU": "bias", "one": "bias",
+          "head": "head", "sq": "mlp", "pair": "mlp", "head_c": "head total", "mlp_c": "mlp total"}
+
+
 def _kind(node: Node) -> str:
-    if node.expandable:
-        return "remainder"
-    if node.kind in ("sq", "pair"):
-        return "mlp"
-    return node.kind if node.kind == "head" else "leaf"
+    """The `kind` column (see COLUMNS): what the term is, not whether it can be expanded (that is `expandable`)."""
+    return _KINDS[node.kind]

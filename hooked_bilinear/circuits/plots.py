@@ -16,7 +16,8 @@ def plot_top(decomp, k: int = 20, figsize=None, title: str | None = None):
     top = decomp.top(k)
     key = decomp._sort_key()
     vals = top[key].to_numpy(dtype=float)[::-1]
-    labels = [("∑ " if rem else "") + lab for lab, rem in zip(top["label"], top["remainder"])][::-1]
+    # ∑ marks a term that is a sum of finer paths (expandable)
+    labels = [("∑ " if rem else "") + lab for lab, rem in zip(top["label"], top["expandable"])][::-1]
     fig = _figure(figsize or (7, 0.3 * len(vals) + 1.2))
     ax = fig.add_subplot()
     colors = ["tab:blue" if v >= 0 else "tab:red" for v in vals]

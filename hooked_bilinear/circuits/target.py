@@ -12,7 +12,7 @@ where w[b,p] is the weight on the output space (a one-hot token, a ±1 logit dif
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -66,14 +66,20 @@ class Target:
         """Σ over positions p < n-1 of the logit of tokens[p+1] (the teacher-forced next token)."""
         return cls("next_token", None)
 
-    def describe(self) -> str:
+    def describe(self, token_str: Optional[Callable[[int], str]] = None) -> str:
+        """E.g. `logit['cat' (4)] at pos -1`; token strings appear when `token_str` (id -> string) is given."""
         where = "all but the last position" if self.kind == "next_token" else f"pos {self.pos}"
-        what = {"logit": f"logit[{_short(self.a)}]", "logit_diff": f"logit[{_short(self.a)}] - logit[{_short(self.b)}]",
+        a, b = _short(self.a, token_str), _short(self.b, token_str)
+        what = {"logit": f"logit[{a}]", "logit_diff": f"logit[{a}] - logit[{b}]",
                 "direction": "direction u", "next_token": "next-token logit"}[self.kind]
         return f"{what} at {where}"
 
 
-def _short(x) -> str:
+def _short(x, token_str: Optional[Callable[[int], str]] = None) -> str:
+    if isinstance(x, Tensor) and x.numel() == 1:
+        x = int(x.item())
+    if isinstance(x, int):
+        return f"{token_str(x)!r} ({x})" if token_str is not None else str(x)
     if not isinstance(x, Tensor):
         return str(x)
     return str(x.tolist()) if x.numel() <= 4 else f"<{tuple(x.shape)} ids>"
@@ -139,6 +145,7 @@ class Readout:
     def __init__(self, run: FrozenRun, target: Optional[Target], at_layer: Optional[int],
                  positions: Optional[list[int]] = None):
         self.run, self.target, self.at_layer = run, target, at_layer
+        self.token_str: Optional[Callable[[int], str]] = None  # id -> string, for descriptions (set by decompose)
         self.at_logits = at_layer is None
         self.positions = target_positions(target, run.n) if positions is None else list(positions)
         self.full = target is None
@@ -186,4 +193,4 @@ class Readout:
 
     def describe(self) -> str:
         where = "logits" if self.at_logits else f"resid_pre of layer {self.at_layer}"
-        return f"{where}, " + ("full output" if self.full else self.target.describe())
+        return f"{where}, " + ("full output" if self.full else self.target.describe(self.token_str))

@@ -7,7 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from hooked_bilinear.errors import CheckpointError
-from hooked_bilinear.loading.native import is_native, load_native, read_config, save_native
+
+# The readers import torch, safetensors and transformer-lens: loaded on first use, so that listing the
+# bundled models (the CLI's `list`) needs none of them.
+_NATIVE = ("is_native", "load_native", "read_config", "save_native")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NATIVE:
+        from hooked_bilinear.loading import native
+
+        return getattr(native, name)
+    raise AttributeError(f"module 'hooked_bilinear.loading' has no attribute {name!r}")
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
 
@@ -30,6 +41,8 @@ def load_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
     Raises:
         CheckpointError: the name is none of these, or its files are missing or do not match.
     """
+    from hooked_bilinear.loading.native import is_native, load_native, read_config
+
     name = str(name_or_path)
     path = Path(name).expanduser()
     folder = ZOO_DIR / name if name in bundled_models() else path

@@ -86,3 +86,20 @@ def known_ids_hint(repo_id: str, subfolder: Optional[str] = None) -> str:
     if close:
         return f" ({what}; did you mean {close}? {see})"
     return f" ({what}; {see})"
+
+
+def unknown_model_lead(repo_id: str, subfolder: Optional[str], cache: str) -> Optional[str]:
+    """For an id that is neither known nor bundled nor a local folder: a message that leads with the closest
+    names and says what was looked for where. None for a known id (or the SAEs of one)."""
+    ids = [m.id for m in KNOWN_MODELS]
+    if repo_id in ids or (repo_id.endswith(SAE_SUFFIX) and repo_id[: -len(SAE_SUFFIX)] in ids):
+        return None
+    from hooked_bilinear.loading import ZOO_DIR, bundled_models
+
+    bundled = bundled_models()
+    close = difflib.get_close_matches(repo_id, bundled + ids, n=3, cutoff=0.6)
+    full = f"{repo_id}/{subfolder}" if subfolder else repo_id
+    lead = f"unknown model {repo_id!r}" + (f": did you mean {close}?" if close else "")
+    return (f"{lead} Looked for a bundled model in {ZOO_DIR} ({', '.join(bundled)}), a local folder "
+            f"{Path(full).resolve()} (none), a known Hub id (`hooked-bilinear list`), and {full} in the HF cache "
+            f"{cache} (not there)")

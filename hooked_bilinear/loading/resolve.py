@@ -20,7 +20,14 @@ from hooked_bilinear.errors import CheckpointError
 WEIGHTS = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 ETAG_TIMEOUT = 5.0  # seconds; a cached file is used when the Hub does not answer in time
-OFFLINE_HINT = "run once with network access (HF_HUB_OFFLINE=0) to download it, or pass a local folder"
+OFFLINE_HINT = "run once with network access to download it, or pass a local folder"
+
+
+def _offline_hint(offline: bool) -> str:
+    """OFFLINE_HINT, naming HF_HUB_OFFLINE only when the user set it (never advise changing what they never set)."""
+    if offline and os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+        return "unset HF_HUB_OFFLINE (or set it to 0) and run once with network access to download it, or pass a local folder"
+    return OFFLINE_HINT
 
 
 def hub_offline() -> bool:
@@ -179,7 +186,7 @@ def hub_file(repo_id: str, filename: str, *, subfolder: Optional[str] = None, re
         RepositoryNotFoundError, RevisionNotFoundError,
     )
 
-    from hooked_bilinear.loading.registry import known_ids_hint
+    from hooked_bilinear.loading.registry import known_ids_hint, unknown_model_lead
 
     offline = hub_offline()
     local_only = offline or not _hub_reachable(repo_id, filename, subfolder, revision)
@@ -190,10 +197,14 @@ def hub_file(repo_id: str, filename: str, *, subfolder: Optional[str] = None, re
         return Path(hf_hub_download(repo_id, filename, subfolder=subfolder, revision=revision, cache_dir=cache_dir,
                                     local_files_only=local_only, etag_timeout=ETAG_TIMEOUT))
     except LocalEntryNotFoundError:
+        cache = cache_dir or constants.HF_HUB_CACHE
         reason = "HF_HUB_OFFLINE=1" if offline else "the Hub could not be reached"
+        lead = unknown_model_lead(repo_id, subfolder, cache) if filename == "config.json" else None
+        if lead is not None:
+            asked = "the Hub was not asked (HF_HUB_OFFLINE=1)" if offline else "the Hub could not be reached"
+            raise CheckpointError(f"{lead}; {asked}") from None
         raise CheckpointError(
-            f"{where} is not in {cache_dir or constants.HF_HUB_CACHE} and {reason}: "
-            f"{OFFLINE_HINT}{known_ids_hint(repo_id, subfolder)}"
+            f"{where} is not in {cache} and {reason}: {_offline_hint(offline)}{known_ids_hint(repo_id, subfolder)}"
         ) from None
     except RepositoryNotFoundError:
         raise CheckpointError(
@@ -207,7 +218,7 @@ def hub_file(repo_id: str, filename: str, *, subfolder: Optional[str] = None, re
     except HFValidationError as e:
         raise CheckpointError(f"{repo_id!r} is not a valid Hub id ({e})") from None
     except (HfHubHTTPError, OSError) as e:
-        raise CheckpointError(f"{where}: download failed ({type(e).__name__}: {e}); {OFFLINE_HINT}") from None
+        raise CheckpointError(f"{where}: download failed ({type(e).__name__}: {e}); {_offline_hint(offline)}") from None
 
 
 def cached_subfolders(repo_id: str, revision: Optional[str] = None, cache_dir: Optional[str] = None,

@@ -11,7 +11,7 @@ from hooked_bilinear.circuits.nodes import NodeTable
 from ._models import make_model, tokens
 
 COLUMNS = ["label", "signature", "tree", "kind", "layers", "heads", "degree", "positions", "contribution",
-           "norm", "remainder"]
+           "norm", "expandable"]
 
 
 def test_labels_signatures_trees_and_degrees():
@@ -41,13 +41,13 @@ def test_frame_top_and_group():
     mags = top["contribution"].abs().to_numpy()
     assert (np.diff(mags) <= 0).all() and mags[0] == frame["contribution"].abs().max()
     row = frame[frame["label"] == "mlp1(head0.1, head1.0)"].iloc[0]
-    assert row["layers"] == (0, 1) and row["heads"] == ("0.1", "1.0") and row["kind"] == "remainder"
+    assert row["layers"] == (0, 1) and row["heads"] == ("0.1", "1.0") and row["kind"] == "mlp" and row["expandable"]
     groups = d.group("signature")
     assert groups["n_terms"].sum() == len(d)
     np.testing.assert_allclose(groups["contribution"].sum(), frame["contribution"].sum(), rtol=1e-10)
     assert groups.loc["mlp0(·, ·)", "n_terms"] == 3  # tok·tok, tok·pos, pos·pos
     by_kind = d.group("kind")
-    assert set(by_kind.index) <= {"leaf", "head", "mlp", "remainder"}
+    assert set(by_kind.index) <= {"embed", "bias", "head", "mlp", "head total", "mlp total"}
     with pytest.raises(KeyError):
         d.group("nonsense")
 
@@ -79,8 +79,8 @@ def test_plots_return_figures():
 def test_lazy_frame_marks_remainders_and_history():
     d = decompose(make_model(2, "LN"), tokens(), level="lazy", budget=6, target=2)
     frame = d.to_frame()
-    assert frame["remainder"].any() and (~frame["remainder"]).any()
-    assert frame.loc[frame["remainder"], "kind"].eq("remainder").all()
+    assert frame["expandable"].any() and (~frame["expandable"]).any()
+    assert not frame.loc[~frame["expandable"], "kind"].isin(["head total", "mlp total"]).any()
     hist = pd.DataFrame(d.history)
     assert list(hist["step"]) == list(range(6))
     assert {"label", "contribution", "n_children", "cancellation"} <= set(hist.columns)

@@ -103,9 +103,21 @@ def test_missing_files(tmp_path):
 
 
 def test_unknown_hub_id_offline(cache_dir):
-    with pytest.raises(CheckpointError, match=r"tdooms/ts-mediun: config.json is not in .*HF_HUB_OFFLINE=1.*"
-                                              r"run once with network.*did you mean \['tdooms/ts-medium'"):
+    """It leads with the closest names and says where it looked; HF_HUB_OFFLINE appears because the user set it."""
+    with pytest.raises(CheckpointError, match=r"^unknown model 'tdooms/ts-mediun': did you mean \['tdooms/ts-medium'.*"
+                                              r"bundled model in .*zoo.*local folder .*HF cache.*HF_HUB_OFFLINE=1"):
         load_pretrained("tdooms/ts-mediun", cache_dir=cache_dir)
+    with pytest.raises(CheckpointError, match=r"^unknown model 'tiny-lmm': did you mean \['tiny-lm'\]"):
+        load_pretrained("tiny-lmm", cache_dir=cache_dir)
+
+
+def test_a_known_id_offline_names_hf_hub_offline_only_when_the_user_set_it(cache_dir, monkeypatch):
+    with pytest.raises(CheckpointError, match="unset HF_HUB_OFFLINE"):
+        load_pretrained("tdooms/fw-small", cache_dir=cache_dir)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online, but every connection fails (conftest)
+    with pytest.raises(CheckpointError, match="the Hub could not be reached") as err:
+        load_pretrained("tdooms/fw-small", cache_dir=cache_dir)
+    assert "HF_HUB_OFFLINE" not in str(err.value)
 
 
 def test_cached_config_without_weights_offline(tmp_path, cache_dir):
