@@ -112,6 +112,11 @@ def decompose(
     """
     if level not in LEVELS:
         raise InputError(f"level must be one of {LEVELS}, got {level!r}")
+    with torch.no_grad():  # the terms are plain tensors, whether gradients are on or not
+        return _decompose(model, tokens, level, target, at, budget, max_terms, tol, dtype, max_elements, progress)
+
+
+def _decompose(model, tokens, level, target, at, budget, max_terms, tol, dtype, max_elements, progress):
     engine, start = make_engine(model, tokens, target, at, dtype, default_top=level == "lazy")
     upto = model.cfg.n_layers if engine.readout.at_logits else engine.readout.at_layer
     if level == 1:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import torch
 from jaxtyping import Float, Int
@@ -16,23 +15,22 @@ from hooked_bilinear.config import HookedBilinearConfig
 from hooked_bilinear.errors import CheckpointError, InputError, NotBilinearError
 from hooked_bilinear.hook_point import HookPoint
 from hooked_bilinear.model import processing
-from hooked_bilinear.model.activation_cache import ActivationCache
 from hooked_bilinear.model.config_sync import ConfigSyncMixin
 from hooked_bilinear.model.delegate import delegate
 from hooked_bilinear.model.generate import GenerationMixin
+from hooked_bilinear.model.hooks import HookMixin
 from hooked_bilinear.model.init import init_skipped, init_weights
 from hooked_bilinear.model.kv_cache import KeyValueCache, attention_inputs
 from hooked_bilinear.model.tl_compat import TLCompatMixin
 from hooked_bilinear.model.tokenization import TokenizationMixin
-from hooked_bilinear.model.validation import check_backward_request, check_hook_names, check_residual, check_tokens
+from hooked_bilinear.model.validation import check_residual, check_tokens
 from hooked_bilinear.model.weights import WeightAccessors
 
 ReturnType = Optional[Literal["logits", "loss", "both"]]
-HookList = list[tuple[Union[str, Callable[[str], bool]], Callable]]
 
 
 class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMixin, GenerationMixin, TLCompatMixin,
-                                HookedRootModule):
+                                HookMixin, HookedRootModule):
     """A decoder-only transformer with bilinear MLPs and a HookPoint on every activation.
 
     Hook names, weight names and orientation follow TransformerLens (`blocks.0.mlp.hook_post`,
@@ -168,99 +166,11 @@ class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMi
         loss = lm_cross_entropy_loss(logits, tokens, attention_mask=pad_mask, per_token=loss_per_token)
         return loss if return_type == "loss" else (logits, loss)
 
-    # ------------------------------------------------------------------ hooks
-    def _check_hook_list(self, hooks: HookList) -> None:
-        check_hook_names([name for name, _ in hooks if isinstance(name, str)], self.hook_dict)
-
-    def add_hook(self, name, hook, dir="fwd", is_permanent=False, level=None, prepend=False) -> None:
-        """Add a hook by name (or by a boolean filter on names); unknown names raise HookNameError."""
-        if isinstance(name, str):
-            check_hook_names([name], self.hook_dict)
-        super().add_hook(name, hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
-
-    def remove_all_hook_fns(self, direction: Literal["fwd", "bwd", "both"] = "both",
-                            including_permanent: bool = False, level: Optional[int] = None) -> None:
-        """TL's removal, visiting only hook points that hold hooks.
-
-        TL rebuilds both handle lists of every hook point (two nn.Module.__setattr__ calls each), which
-        was most of the fixed cost of run_with_hooks/run_with_cache on a small model; a point with no
-        handles has nothing to remove.
-        """
-        if direction not in ("fwd", "bwd", "both"):
-            raise ValueError(f"Invalid direction {direction}")
-        for hp in self.hook_points():
-            if hp.fwd_hooks or hp.bwd_hooks:
-                hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
-
-    @contextmanager
-    def hooks(self, fwd_hooks: HookList = [], bwd_hooks: HookList = [], reset_hooks_end: bool = True,
-              clear_contexts: bool = False):
-        """Context manager adding temporary hooks; every name is checked before any hook is added,
-        and the hooks are removed on exit even when the body or a hook raises."""
-        self._check_hook_list(list(fwd_hooks) + list(bwd_hooks))
-        with super().hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts) as model:
-            yield model
-
-    def run_with_cache(
-        self,
-        *model_args: Any,
-        names_filter: Union[None, str, list[str], Callable[[str], bool]] = None,
-        device: Union[None, str, torch.device] = None,
-        remove_batch_dim: bool = False,
-        incl_bwd: bool = False,
-        reset_hooks_end: bool = True,
-        clear_contexts: bool = False,
-        **model_kwargs: Any,
-    ) -> tuple[Any, ActivationCache]:
-        """Run the model and return `(output, ActivationCache)`.
-
-        Args:
-            names_filter: a hook name, a list of names, or a predicate on names (default: all hooks).
-                Unknown names raise HookNameError.
-            device: move cached activations there (e.g. "cpu" to offload from a GPU).
-            remove_batch_dim: drop the batch axis (batch size must be 1).
-            incl_bwd: also cache gradients (`<name>_grad`); the output must be a scalar (use return_type="loss").
-        """
-        if isinstance(names_filter, str):
-            check_hook_names([names_filter], self.hook_dict)
-        elif isinstance(names_filter, (list, tuple)):
-            check_hook_names(names_filter, self.hook_dict)
-            names_filter = list(names_filter)
-        if incl_bwd:
-            check_backward_request(self, model_kwargs)
-            with torch.enable_grad(), self._activations_need_grad():
-                return self._run_with_cache(model_args, names_filter, device, remove_batch_dim, incl_bwd,
-                                            reset_hooks_end, clear_contexts, model_kwargs)
-        return self._run_with_cache(model_args, names_filter, device, remove_batch_dim, incl_bwd, reset_hooks_end,
-                                    clear_contexts, model_kwargs)
-
-    @contextmanager
-    def _activations_need_grad(self):
-        """With every parameter frozen, make the embedding require grad so activation gradients exist."""
-        if any(p.requires_grad for p in self.parameters()):
-            yield
-            return
-        with self.hooks([("hook_embed", lambda x, hook: x.detach().requires_grad_())]):
-            yield
-
-    def _run_with_cache(self, model_args, names_filter, device, remove_batch_dim, incl_bwd, reset_hooks_end,
-                        clear_contexts, model_kwargs):
-        if model_args and isinstance(model_args[0], Tensor) and model_args[0].ndim == 1:
-            # forward accepts tokens [pos]; add the batch axis here, or TL's remove_batch_dim
-            # check would read pos as the batch size.
-            model_args = (model_args[0][None],) + model_args[1:]
-        if remove_batch_dim and model_args and isinstance(model_args[0], Tensor) and model_args[0].ndim == 2 \
-                and model_args[0].shape[0] != 1:
-            raise InputError(f"remove_batch_dim=True needs batch size 1, got tokens of shape {tuple(model_args[0].shape)}")
-        out, cache_dict = super().run_with_cache(
-            *model_args, names_filter=names_filter, device=device, remove_batch_dim=remove_batch_dim,
-            incl_bwd=incl_bwd, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts, **model_kwargs,
-        )
-        return out, ActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim)
-
     # ------------------------------------------------------------------ bilinear tensor
-    def bilinear(self, layer: int):
+    def bilinear(self, layer: int, grad: bool = False):
         """The bilinear tensor `B[o,i,j] = Σ_k W_out[k,o] W_l[i,k] W_r[j,k]` of block `layer`, kept factored.
+
+        Its queries return plain tensors; `grad=True` keeps the parameters, so results carry autograd history.
 
         Raises:
             NotBilinearError: the layer has a gate activation (SwiGLU etc.) or the model is attention-only.
@@ -271,7 +181,7 @@ class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMi
             raise NotBilinearError("this model is attention-only: it has no bilinear MLPs")
         if not -self.cfg.n_layers <= layer < self.cfg.n_layers:
             raise IndexError(f"layer {layer} out of range for a model with n_layers={self.cfg.n_layers}")
-        return BilinearTensor.from_layer(self.blocks[layer].mlp)
+        return BilinearTensor.from_layer(self.blocks[layer].mlp, grad=grad)
 
     # ------------------------------------------------------------------ circuits
     # the exact path decomposition of one forward pass (signature and docstring: circuits.decompose)

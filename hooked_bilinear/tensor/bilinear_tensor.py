@@ -6,6 +6,8 @@ Nothing here forms the d_out·d_in² tensor unless ``materialize`` is called. In
 spectra and HOSVD live in ``spectral.py`` (the ``SpectralMethods`` base class).
 """
 
+import functools
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -73,6 +75,9 @@ class BilinearTensor(SpectralMethods):
                 check_like(name, b, W_l, "W_l")
         self.W_l, self.W_r, self.W_out = W_l, W_r, W_out
         self.b_l, self.b_r, self.b_out = b_l, b_r, b_out
+        # Queries keep autograd history only when the weights carry it (from_layer(..., grad=True), or
+        # tensors that require grad): otherwise they return plain tensors, whatever the inputs carry.
+        self.grad = any(t is not None and t.requires_grad for t in (W_l, W_r, W_out, b_l, b_r, b_out))
 
     @classmethod
     def from_layer(
@@ -80,6 +85,7 @@ class BilinearTensor(SpectralMethods):
         layer: object,
         W_out: Float[Tensor, "d_mlp d_out"] | None = None,
         b_out: Float[Tensor, " d_out"] | None = None,
+        grad: bool = False,
     ) -> "BilinearTensor":
         """Build from any object with ``W_l, W_r`` (and optionally ``W_out, b_l, b_r, b_out``).
 
@@ -89,6 +95,8 @@ class BilinearTensor(SpectralMethods):
             W_out: down-projection for a layer that has none, e.g. the classifier head [d_mlp, n_cls]
                 of an image model whose bilinear layer feeds the head directly.
             b_out: its bias, with ``W_out``.
+            grad: keep the layer's parameters, so every query result carries autograd history (for a loss
+                on eigenvalues, say). By default the weights are detached: results are plain tensors.
 
         Raises:
             NotBilinearError: the layer has a gate activation.
@@ -115,7 +123,10 @@ class BilinearTensor(SpectralMethods):
             )
         if own is not None:
             W_out, b_out = own, getattr(layer, "b_out", None)
-        return cls(layer.W_l, layer.W_r, W_out, getattr(layer, "b_l", None), getattr(layer, "b_r", None), b_out)
+        parts = (layer.W_l, layer.W_r, W_out, getattr(layer, "b_l", None), getattr(layer, "b_r", None), b_out)
+        if not grad:
+            parts = tuple(None if t is None else t.detach() for t in parts)
+        return cls(*parts)
 
     # ---------------------------------------------------------------- shapes and parts
     @property
@@ -145,7 +156,8 @@ class BilinearTensor(SpectralMethods):
 
     def __repr__(self) -> str:
         w_out = "identity" if self.W_out is None else f"[{self.d_mlp}, {self.d_out}]"
-        biases = [n for n in ("b_l", "b_r", "b_out") if getattr(self, n) is not None]
+        # only the biases that are there and not all zero: an untrained (zero) bias changes nothing
+        biases = [n for n in ("b_l", "b_r", "b_out") if getattr(self, n) is not None and bool(getattr(self, n).any())]
         return (
             f"BilinearTensor(d_in={self.d_in}, d_mlp={self.d_mlp}, d_out={self.d_out}, W_out={w_out}, "
             f"biases={biases}, dtype={self.dtype}, device={self.device})"
@@ -226,3 +238,21 @@ class BilinearTensor(SpectralMethods):
         size_guard("B_sym" if sym else "B", (self.d_out, self.d_in, self.d_in), self.dtype, max_bytes)
         D = self.W_out.T if self.W_out is not None else torch.eye(self.d_mlp, dtype=self.dtype, device=self.device)
         return contract_coeffs(self.W_l, self.W_r, D, sym=sym, chunk_size=chunk_size)
+
+
+def _plain_unless_grad(fn):
+    @functools.wraps(fn)
+    def query(self, *args, **kwargs):
+        if self.grad:
+            return fn(self, *args, **kwargs)
+        with torch.no_grad():
+            return fn(self, *args, **kwargs)
+
+    return query
+
+
+# Every query that takes an input (a vector, a direction): an input that carries autograd history (say
+# `model.W_U[:, t]`) must not turn the analysis result into a graph node.
+for _name in ("__call__", "sym", "mlp", "neuron_coeffs", "interaction", "matvec", "trace", "frobenius_sq", "eig",
+              "spectra", "hosvd"):
+    setattr(BilinearTensor, _name, _plain_unless_grad(getattr(BilinearTensor, _name)))

@@ -66,3 +66,43 @@ def test_text_input_without_tokenizer_is_refused(model_dir):
 def test_out_of_range_token_is_a_clear_error(model_dir, capsys):
     assert main(["circuits", str(model_dir), "1 99"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+def test_every_option_has_help_text():
+    import argparse
+
+    from hooked_bilinear.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"{name} {action.dest} has no help text"
+
+
+def test_circuits_explains_any_target_and_logit_difference(model_dir, capsys):
+    """The printed contributions sum to the real logit (difference) of the chosen tokens, not the top one."""
+    import torch
+
+    from hooked_bilinear import load_pretrained
+
+    model = load_pretrained(model_dir)
+    tokens = torch.tensor([[1, 2, 3]])
+    logits = model(tokens)[0, -1].detach().double()
+    assert main(["circuits", str(model_dir), "1 2 3", "--target", "7", "--versus", "2", "--level", "1",
+                 "--top", "100"]) == 0
+    text = capsys.readouterr().out
+    assert "into the logit of 7 minus that of 2" in text and "logit[7] - logit[2]" in text
+    assert "kind: what the term is" in text and "∑ (expandable)" in text and "norm: the residual-stream norm" in text
+    rows = text.split("minus that of 2:\n")[1].split("\n\n")[0].splitlines()[1:]
+    total = sum(float(r.split()[-2]) for r in rows)
+    # level 1 leaves out b_U's share (a term of its own, printed too): the sum is the whole difference
+    assert total == pytest.approx(float(logits[7] - logits[2]), abs=1e-4)
+
+
+def test_empty_input_is_an_error_about_the_input(model_dir, capsys):
+    assert main(["circuits", str(model_dir), "   "]) == 2
+    assert "INPUT is empty" in capsys.readouterr().err
+    assert main(["circuits", str(model_dir), "1 2", "--target", "99"]) == 2
+    assert "out of range" in capsys.readouterr().err
