@@ -43,13 +43,15 @@ def test_quickstart_runs_and_predicts_95():
     assert eig.values.abs()[:-1].ge(eig.values.abs()[1:] - 1e-6).all()  # sorted by |λ|
 
 
-def test_model_and_tensor_snippets_run_in_sequence():
-    code = _python_block("### The hooked transformer") + _python_block("### The bilinear tensor")
+def test_model_and_tensor_snippets_print_what_they_promise():
     scope: dict = {}
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        exec(compile(code, str(README), "exec"), scope)
+        exec(compile(_python_block("### The hooked transformer"), str(README), "exec"), scope)
     assert "blocks.1.hook_resid_pre torch.Size([2, 16, 64])" in out.getvalue()
-    model, e = scope["model"], scope["e"]
+    model = scope["model"]
     assert tuple(model.W_l.shape) == (2, 64, 256) and tuple(model.W_out.shape) == (2, 256, 64)
     assert not model.blocks[1].hook_resid_pre._forward_hooks  # the context removed its hook
-    assert e.values.shape == (64,) and scope["Q"].shape == (64, 64)
+    scope = {}
+    exec(compile(_python_block("### The bilinear tensor"), str(README), "exec"), scope)
+    d = scope["model"].cfg.d_model
+    assert scope["e"].values.shape == (d,) and scope["Q"].shape == (d, d)

@@ -77,6 +77,10 @@ def test_notebook_is_small_clean_and_output_free(path):
     assert nb.cells and nb.cells[0].cell_type == "markdown", f"{path.name} should open with a markdown cell"
     with_outputs = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
     assert not with_outputs, f"{path.name}: clear the outputs before committing (cells {with_outputs})"
+    private = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and re.search(r"hooked_bilinear(\.\w+)*\._[a-z]", c.source)]
+    assert not private, f"{path.name}: cells {private} import private names (hooked_bilinear._...); use public ones"
+    headings = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and re.search(r"^# #+ ", c.source, re.M)]
+    assert not headings, f"{path.name}: cells {headings} hold a markdown heading inside code (it will not render)"
     n_md = sum(c.cell_type == "markdown" for c in nb.cells)
     assert n_md >= len(nb.cells) // 3, f"{path.name}: only {n_md} of {len(nb.cells)} cells are prose"
 
@@ -104,6 +108,11 @@ def test_notebook_runs_top_to_bottom(path, kernel_env, tmp_path):
     elapsed = time.perf_counter() - start
     print(f"{path.name}: {elapsed:.1f} s")
     assert elapsed < NOTEBOOK_BUDGET_S, f"{path.name} took {elapsed:.0f} s, over the {NOTEBOOK_BUDGET_S:.0f} s budget"
+    # No "IProgress not found" warning, and no progress bar (ours or TL's) filling a cell's output.
+    for i, cell in enumerate(nb.cells):
+        text = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+        assert "IProgress" not in text and "TqdmWarning" not in text, f"{path.name} cell {i}: {text[:300]}"
+        assert text.count("it/s]") + text.count("s/it]") <= 3, f"{path.name} cell {i} prints a progress bar: {text[:300]}"
     leftovers = sorted(p.name for p in tmp_path.iterdir())
     # Files a notebook writes must go to its own temporary folders, not the working directory.
     assert not leftovers, f"{path.name} left files in its working directory: {leftovers}"
