@@ -183,8 +183,8 @@ class AttributionGraph:
         t = {f"nodes.{c}": torch.from_numpy(nodes[c].to_numpy(dtype=np.float64).copy()) for c in _FLOAT_COLS if c in nodes}
         t.update({f"nodes.{c}": torch.from_numpy(nodes[c].to_numpy(dtype=np.int64).copy()) for c in _INT_COLS})
         t.update({f"nodes.{c}": torch.from_numpy(nodes[c].to_numpy(dtype=bool).astype(np.uint8)) for c in _BOOL_COLS})
-        t["edges.source"] = torch.from_numpy(edges["source"].map(pos).to_numpy(dtype=np.int64))
-        t["edges.target"] = torch.from_numpy(edges["target"].map(pos).to_numpy(dtype=np.int64))
+        t["edges.source"] = torch.from_numpy(edges["source"].map(pos).to_numpy(dtype=np.int64).copy())
+        t["edges.target"] = torch.from_numpy(edges["target"].map(pos).to_numpy(dtype=np.int64).copy())
         t["edges.weight"] = torch.from_numpy(edges["weight"].to_numpy(dtype=np.float64).copy())
         header = {"format": FORMAT, "meta": json.dumps(self.meta)}
         header.update({f"nodes.{c}": json.dumps(nodes[c].astype(str).tolist()) for c in _STR_COLS})

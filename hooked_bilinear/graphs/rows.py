@@ -134,7 +134,13 @@ def row_edges(pr: PromptRun, layer: Tensor, pos: Tensor, enc: Tensor, own: Tenso
     for l in reversed(range(nL)):
         L = f.layers[l]
         if L.has_mlp:
-            neurons[l] = (G @ L.W_out.T) * pr.h[l]
+            # only rows above this block reach its neurons, and only at positions up to their own
+            live = (layer > l).nonzero(as_tuple=True)[0]
+            E = enc.new_zeros(R, n, L.d_mlp)
+            if len(live):
+                q = int(pos[live].max()) + 1
+                E[live, :q] = (G[live, :q] @ L.W_out.T) * pr.h[l][:q]
+            neurons[l] = E
             const[:, l] += G @ L.b_out
             at = layer == l
             G[rows[at], pos[at]] += enc[at]
