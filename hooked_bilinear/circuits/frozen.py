@@ -14,7 +14,7 @@ never modified: the folding is done on fresh tensors.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -152,6 +152,7 @@ class FrozenRun:
     logits: Tensor
     resid: list[Tensor]
     n_heads: int
+    extra: dict = field(default_factory=dict)  # cached hooks asked for with `extra_names`, trimmed like the rest
     n_input: Optional[int] = None
     pass_dtype: Optional[torch.dtype] = None
     model_dtype: Optional[torch.dtype] = None
@@ -198,7 +199,8 @@ def upcast_copy(model, dtype: torch.dtype):
 
 
 @torch.no_grad()
-def freeze(model, tokens: Tensor, n_keep: Optional[int] = None, dtype: Optional[torch.dtype] = None) -> FrozenRun:
+def freeze(model, tokens: Tensor, n_keep: Optional[int] = None, dtype: Optional[torch.dtype] = None,
+           extra_names: tuple[str, ...] = ()) -> FrozenRun:
     """Run the model once with a cache and freeze patterns and norm scales.
 
     Args:
@@ -206,8 +208,11 @@ def freeze(model, tokens: Tensor, n_keep: Optional[int] = None, dtype: Optional[
             never influence earlier ones).
         dtype: compute the expansion in this dtype (e.g. float64 for a float32 model). When it is finer
             than the model's, the forward pass itself runs on a copy of the model in `dtype`, so patterns,
-            norm scales and the reference logits carry no float32 rounding and Σ terms matches that pass
-            to float64 precision (the float32 model's own logits differ from it by its rounding, ~1e-7).
+            norm scales, `extra` and the reference logits carry no float32 rounding and Σ terms matches
+            that pass to float64 precision (the float32 model's own logits differ from it by its
+            rounding, ~1e-7).
+        extra_names: further hook names to cache; their values land in `run.extra` (positions trimmed
+            to the first n_keep on the `pos` axis, axis 1).
 
     Raises:
         InputError: `dtype` is not a floating-point dtype.
@@ -231,6 +236,7 @@ def freeze(model, tokens: Tensor, n_keep: Optional[int] = None, dtype: Optional[
             names.add(f"blocks.{l}.ln2.hook_scale")
     if L:
         names.add(f"blocks.{L - 1}.hook_resid_post")
+    names |= set(extra_names)
     was_training = model.training
     model.eval()
     try:
@@ -253,5 +259,6 @@ def freeze(model, tokens: Tensor, n_keep: Optional[int] = None, dtype: Optional[
     return FrozenRun(
         tokens=tokens[:, :n], folded=folded, patterns=patterns, scale1=scale1, scale2=scale2,
         scale_final=scale("ln_final.hook_scale", model.ln_final is not None), logits=logits[:, :n].to(dtype),
-        resid=resid, n_heads=cfg.n_heads, n_input=tokens.shape[1], pass_dtype=logits.dtype, model_dtype=model_dtype,
+        resid=resid, n_heads=cfg.n_heads, extra={k: t(k) for k in extra_names},
+        n_input=tokens.shape[1], pass_dtype=logits.dtype, model_dtype=model_dtype,
     )
