@@ -114,7 +114,8 @@ def circuit_tracer_model(graph, slug: str, *, scan: Optional[str] = None, node_t
     bad = edges[~edges["weight"].map(lambda w: math.isfinite(float(w)))]
     if len(bad):
         row = bad.iloc[0]
-        raise InputError(f"edge {row['source']} -> {row['target']} has weight {row['weight']}: expected a finite number")
+        raise InputError(f"edge {row['source']} -> {row['target']} has weight {row['weight']}: "
+                         "expected a finite number")
     connected = set(edges["source"]) | set(edges["target"])
     out_pos = dict(zip(edges["source"], _positions_of(nodes, edges["target"])))  # where each source writes
     records, next_free = [], [-2]
@@ -178,8 +179,8 @@ def _node_record(row, n_layers: int, influence, next_free: list, out_pos: dict) 
     if pos < 0:  # an aggregate without a position of its own: draw it at its row's position
         pos = int(out_pos.get(row.node_id, 0))
     label = str(row.label)
-    record = {"node_id": row.node_id, "feature": None, "layer": str(layer) if layer >= 0 else "E", "ctx_idx": pos,
-              "feature_type": kind, "token_prob": 0.0, "is_target_logit": False, "run_idx": 0,
+    record = {"node_id": row.node_id, "feature": None, "layer": str(layer) if layer >= 0 else "E",
+              "ctx_idx": pos, "feature_type": kind, "token_prob": 0.0, "is_target_logit": False, "run_idx": 0,
               "reverse_ctx_idx": 0, "jsNodeId": row.node_id, "clerp": label,
               "influence": influence, "activation": _finite(row.activation)}
     if kind in ("neuron", "feature"):

@@ -22,6 +22,15 @@ class HandGraph:
     edges: pd.DataFrame
     meta: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return f"HandGraph({len(self.nodes)} nodes, {len(self.edges)} edges)"
+
+    def check(self) -> str:
+        """The worst |Σ incoming - activation| over the rows, as a line of text."""
+        sums = self.edges.groupby("target")["weight"].sum()
+        rows = self.nodes[self.nodes["is_row"]].set_index("node_id")["activation"]
+        return f"worst row error {float((sums.reindex(rows.index) - rows).abs().max()):.3e}"
+
 
 @dataclass
 class PrunableGraph(HandGraph):
