@@ -7,7 +7,8 @@ import re
 import pytest
 
 from hooked_bilinear.graphs import show, to_html
-from hooked_bilinear.graphs.html import EDGE_COLOUR, figure, page_html
+from hooked_bilinear.graphs.html import page_html
+from hooked_bilinear.graphs.html_figure import EDGE_COLOUR, LINKS_PER_NODE, figure
 from hooked_bilinear.graphs.layout import node_layout
 from tests.graphs._fixtures import PrunableGraph, hand_graph
 
@@ -82,6 +83,23 @@ def test_drawn_edges_are_capped_at_the_largest(graph):
     drawn = sum(len(t.x) // 3 for t in fig.data if t.mode == "lines")
     assert drawn == 10
     assert "10 of 270 edges drawn" in fig.layout.title.text
+
+
+def test_clicked_node_links_are_its_largest_edges_in_and_out(graph):
+    fig = figure(graph)
+    links = fig.layout.meta["links"]
+    where = {}
+    for trace in fig.data:
+        if trace.customdata is not None:
+            where.update({nid: (x, y) for nid, x, y in zip(trace.customdata, trace.x, trace.y)})
+    edges = graph.edges.assign(abs=graph.edges["weight"].abs())
+    for node_id in graph.nodes["node_id"]:
+        want = []
+        for end in ("target", "source"):
+            mine = edges[edges[end] == node_id].sort_values("abs", ascending=False, kind="stable")
+            want += [[*where[s], *where[t], 1 if w > 0 else -1]
+                     for s, t, w in zip(mine["source"], mine["target"], mine["weight"])][:LINKS_PER_NODE]
+        assert sorted(map(tuple, links.get(node_id, []))) == sorted(map(tuple, want)), node_id
 
 
 def test_hover_card_reports_exactness_and_top_sources(graph):

@@ -85,6 +85,7 @@ def test_page_renders_offline_in_chromium(name, tmp_path):
     tagged = set(re.findall(r'data-node-id="([^"]+)"', dom))
     assert tagged == set(graph.nodes["node_id"].astype(str))
     assert f'data-rendered-nodes="{len(graph.nodes)}"' in dom
+    assert f'data-selected="{row.node_id}"' in dom  # #node=<id> selected it and drew its edges
     details = dom.split('id="hb-details"', 1)[1].split("</div>", 1)[0]
     assert html.escape(str(row.label), quote=False) in details and "Σ incoming" in details
 

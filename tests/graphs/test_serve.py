@@ -6,6 +6,8 @@ import http.client
 import importlib
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -59,7 +61,16 @@ def test_serves_frontend_and_graph_files_then_stops(folder):
         port = server.port
     with pytest.raises(OSError):
         _get(port, "/index.html")
-    assert not {"circuit_tracer.graph", "circuit_tracer.utils", "circuit_tracer.frontend"} & set(sys.modules)
+
+
+@needs_ct
+def test_finds_the_assets_without_importing_circuit_tracer():
+    code = ("import sys; from hooked_bilinear.graphs.serve import frontend_dir; d = frontend_dir(); "
+            "print((d / 'index.html').is_file(), sorted(m for m in sys.modules if m.startswith('circuit_tracer')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "[]"]
 
 
 @needs_ct
