@@ -13,7 +13,7 @@ never modified: the folding is done on fresh tensors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -146,6 +146,7 @@ class FrozenRun:
     logits: Tensor
     resid: list[Tensor]
     n_heads: int
+    extra: dict = field(default_factory=dict)  # cached hooks asked for with `extra_names`, trimmed like the rest
 
     @property
     def n(self) -> int:
@@ -172,13 +173,16 @@ def to_tokens(model, tokens) -> Tensor:
 
 
 @torch.no_grad()
-def freeze(model, tokens: Tensor, n_keep: Optional[int] = None, dtype: Optional[torch.dtype] = None) -> FrozenRun:
+def freeze(model, tokens: Tensor, n_keep: Optional[int] = None, dtype: Optional[torch.dtype] = None,
+           extra_names: tuple[str, ...] = ()) -> FrozenRun:
     """Run the model once with a cache and freeze patterns and norm scales.
 
     Args:
         n_keep: keep only the first n_keep positions (exact: the model is causal, later positions
             never influence earlier ones).
         dtype: compute the expansion in this dtype (e.g. float64 for a float32 model).
+        extra_names: further hook names to cache; their values land in `run.extra` (positions trimmed
+            to the first n_keep on the `pos` axis, axis 1).
     """
     cfg = model.cfg
     check_bilinear(model)
@@ -194,6 +198,7 @@ def freeze(model, tokens: Tensor, n_keep: Optional[int] = None, dtype: Optional[
             names.add(f"blocks.{l}.ln2.hook_scale")
     if L:
         names.add(f"blocks.{L - 1}.hook_resid_post")
+    names |= set(extra_names)
     was_training = model.training
     model.eval()
     try:
@@ -216,5 +221,5 @@ def freeze(model, tokens: Tensor, n_keep: Optional[int] = None, dtype: Optional[
     return FrozenRun(
         tokens=tokens[:, :n], folded=folded, patterns=patterns, scale1=scale1, scale2=scale2,
         scale_final=scale("ln_final.hook_scale", model.ln_final is not None), logits=logits[:, :n].to(dtype),
-        resid=resid, n_heads=cfg.n_heads,
+        resid=resid, n_heads=cfg.n_heads, extra={k: t(k) for k in extra_names},
     )

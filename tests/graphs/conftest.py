@@ -1,4 +1,4 @@
-"""Graph viewer tests run their tiny models on one intra-op thread (see tests/circuits/conftest.py)."""
+"""Graph tests run tiny models on one intra-op thread (a 2-thread pool only adds synchronisation at d_model 8)."""
 
 import pytest
 import torch
