@@ -34,7 +34,7 @@ def _corr(n, sx, sy, sxx, syy, sxy) -> Tensor:
 @torch.no_grad()
 def low_rank_statistic(model, layer: int, in_sae, out_sae, tokens: Tensor, ranks: Sequence[int] = (1, 2),
                        features: Optional[Sequence[int]] = None, batch_windows: int = 8, chunk: int = 128,
-                       progress: bool = True):
+                       include_bias: bool = True, progress: bool = True):
     """Active-only correlations of the rank-r approximations with every output feature's activation.
 
     Args:
@@ -45,6 +45,8 @@ def low_rank_statistic(model, layer: int, in_sae, out_sae, tokens: Tensor, ranks
         ranks: the approximation ranks to score.
         features: output features to score (default: all).
         chunk: output features per batched eigendecomposition.
+        include_bias: count the input dictionary's b_dec as an always-on feature (x̃ is then its whole
+            reconstruction); False drops it (x̃ = a D).
 
     Returns:
         DataFrame, one row per output feature: `feature`, `n_active`, `corr_rank{r}` for each r,
@@ -66,7 +68,7 @@ def low_rank_statistic(model, layer: int, in_sae, out_sae, tokens: Tensor, ranks
     feats = torch.arange(out_sae.cfg.d_sae) if features is None else torch.as_tensor(list(features))
     dt = B.dtype
     U = out_sae.W_enc.detach().T[feats].to(dt)  # [F, d]
-    D = decoder_basis(in_sae, include_bias=True).to(dt)
+    D = decoder_basis(in_sae, include_bias=include_bias).to(dt)
     R, Rinv = gram_roots(D)
     r_max = ranks[-1]
     lams, reads = [], []
@@ -81,7 +83,9 @@ def low_rank_statistic(model, layer: int, in_sae, out_sae, tokens: Tensor, ranks
     stats = torch.zeros(6, F, n_r, dtype=torch.float64)
     for start in tqdm(range(0, tokens.shape[0], batch_windows), desc="low-rank", disable=not progress):
         _, cache = model.run_with_cache(tokens[start:start + batch_windows], names_filter=names, return_type=None)
-        x_hat = in_sae(cache[names[0]].reshape(-1, in_sae.cfg.d_in)).to(dt)  # [N, d]
+        x_hat = in_sae(cache[names[0]].reshape(-1, in_sae.cfg.d_in)).to(dt)  # [N, d] = a D + b_dec
+        if not include_bias:
+            x_hat = x_hat - in_sae.b_dec.detach().to(dt)
         target = out_sae.encode(cache[names[1]].reshape(-1, out_sae.cfg.d_in))[:, feats].double()  # [N, F]
         proj = torch.einsum("nd,fdr->nfr", x_hat, read)
         approx = (lam * proj * proj).cumsum(-1)[..., [r - 1 for r in ranks]]  # [N, F, len(ranks)]
