@@ -80,13 +80,9 @@ def feature_cards(model, basis: NodeBasis, corpus: Any, nodes: Optional[Sequence
             kept += take.numel()
     sample = torch.cat(samples)
     logits = _logit_lists(model, basis, nodes, n_logits)
+    examples = _top_examples(model, basis, tokens, nodes, top_val, top_win, context, batch_windows)
     cards = []
     for j, node in enumerate(nodes.tolist()):
-        examples = []
-        for e in range(top_val.shape[0]):
-            if not torch.isfinite(top_val[e, j]) or top_val[e, j] <= 0:
-                continue
-            examples.append(_example(model, basis, tokens[int(top_win[e, j])], node, context))
         col = sample[:, j]
         active = col[col != 0]
         a_min, a_max = float(lo[j]), float(hi[j])
@@ -95,7 +91,7 @@ def feature_cards(model, basis: NodeBasis, corpus: Any, nodes: Optional[Sequence
         quant = torch.quantile(active, torch.tensor(QUANTILES, dtype=active.dtype)).tolist() if active.numel() else \
             [0.0] * len(QUANTILES)
         cards.append({"transcoder_id": basis.name, "index": node,
-                      "examples_quantiles": [{"quantile_name": "Top activations", "examples": examples}],
+                      "examples_quantiles": [{"quantile_name": "Top activations", "examples": examples[j]}],
                       "top_logits": logits[j][0], "bottom_logits": logits[j][1], "act_min": a_min, "act_max": a_max,
                       "quantile_values": [float(q) for q in quant], "histogram": hist.tolist(),
                       "activation_frequency": float(count[j] / positions)})
@@ -111,14 +107,35 @@ def _acts(model, basis: NodeBasis, batch: Tensor, nodes: Tensor) -> Tensor:
     return out[:, nodes].reshape(*x.shape[:2], -1).float()
 
 
-def _example(model, basis: NodeBasis, window: Tensor, node: int, context: int) -> dict:
-    acts = _acts(model, basis, window[None], torch.tensor([node]))[0, :, 0]
+def _top_examples(model, basis: NodeBasis, tokens: Tensor, nodes: Tensor, top_val: Tensor, top_win: Tensor,
+                  context: int, batch_windows: int) -> list[list[dict]]:
+    """Per node, its top windows (activation > 0) with every token's activation, cut around the peak.
+
+    Each distinct window is run once, in batches, for all nodes that keep it."""
+    keep = torch.isfinite(top_val) & (top_val > 0)  # [e, n]
+    windows = sorted(set(top_win[keep].tolist()))
+    out: list[list[Optional[dict]]] = [[None] * top_val.shape[0] for _ in range(nodes.numel())]
+    for start in range(0, len(windows), batch_windows):
+        ids = windows[start:start + batch_windows]
+        acts = _acts(model, basis, tokens[ids], nodes)  # [b, pos, n]
+        where = {w: i for i, w in enumerate(ids)}
+        strs = {w: _str_tokens(model, tokens[w]) for w in ids}  # decoded once per window
+        for e, j in keep.nonzero().tolist():
+            w = int(top_win[e, j])
+            if w in where:
+                out[j][e] = _example(strs[w], acts[where[w], :, j], context)
+    return [[ex for ex in row if ex is not None] for row in out]
+
+
+def _str_tokens(model, window: Tensor) -> list[str]:
+    return list(model.to_str_tokens(window)) if model.tokenizer is not None else [str(t) for t in window.tolist()]
+
+
+def _example(strs: list[str], acts: Tensor, context: int) -> dict:
     peak = int(acts.argmax())
-    lo, hi = max(0, peak - context), min(window.shape[0], peak + context + 1)
-    toks = window[lo:hi].tolist()
-    strs = model.to_str_tokens(torch.tensor(toks)) if model.tokenizer is not None else [str(t) for t in toks]
+    lo, hi = max(0, peak - context), min(len(strs), peak + context + 1)
     return {"tokens_acts_list": acts[lo:hi].tolist(), "train_token_ind": peak - lo, "is_repeated_datapoint": False,
-            "tokens": list(strs)}
+            "tokens": strs[lo:hi]}
 
 
 def _logit_lists(model, basis: NodeBasis, nodes: Tensor, k: int) -> list[tuple[list[str], list[str]]]:
