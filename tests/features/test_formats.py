@@ -119,3 +119,16 @@ def test_formats_refuse_what_they_cannot_express(tmp_path):
     with pytest.raises(CheckpointError, match="format='bin'"):
         _sae("topk").save(tmp_path / "z", format="bin")
     assert not any(tmp_path.iterdir())
+
+
+def test_saelens_folder_in_a_hub_repo_loads_offline(tmp_path):
+    from tests.loading._checkpoints import put_in_hub_cache
+
+    sae = _sae("relu")
+    sae.save(tmp_path / "src")
+    cache = tmp_path / "hf"
+    put_in_hub_cache(cache, "someone/tiny-saes", tmp_path / "src", subfolder="blocks.1.hook_mlp_out")
+    back = load_sae("someone/tiny-saes/blocks.1.hook_mlp_out", cache_dir=cache)
+    assert back.cfg.architecture == "relu" and back.cfg.hook_name == "blocks.1.hook_mlp_out"
+    with torch.no_grad():
+        torch.testing.assert_close(back(X), sae(X))
