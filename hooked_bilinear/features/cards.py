@@ -3,7 +3,7 @@
 One pass over the corpus (batches of windows, progress bar) keeps, per node: the `n_examples`
 windows with the largest activation, the activation count, min and max, and a bounded sample of
 activations (for the histogram and quantiles). The top windows are then re-run to record every
-token's activation. `write_feature_files` writes `features/<scan>/<index>.json` with circuit-tracer's
+token's activation. `write_feature_files` writes `features/<scan>/<n>.json` with circuit-tracer's
 `frontend/feature_models.Model` fields: `transcoder_id`, `index`, `examples_quantiles`
 [{`quantile_name`, `examples`: [{`tokens_acts_list`, `train_token_ind`, `is_repeated_datapoint`,
 `tokens`}]}], `top_logits`, `bottom_logits`, `act_min`, `act_max`, `quantile_values`, `histogram`,
@@ -150,15 +150,36 @@ def _logit_lists(model, basis: NodeBasis, nodes: Tensor, k: int) -> list[tuple[l
     return [(names(top[i]), names(bottom[i])) for i in range(nodes.numel())]
 
 
-def write_feature_files(cards: list[dict], folder: Union[str, os.PathLike], scan: Optional[str] = None) -> list[Path]:
-    """Write each card to `folder/features/<scan>/<index>.json`, where circuit-tracer's viewer reads them.
+def feature_number(layer: int, index: int) -> int:
+    """circuit-tracer's feature number of (layer, index): the Cantor pairing its viewer unpairs."""
+    return (layer + index) * (layer + index + 1) // 2 + index
 
-    Cards are checked against circuit-tracer's schema (pydantic, when installed) or its field list.
+
+def viewer_scan(scan: str) -> str:
+    """The `scan` to give `graphs.to_circuit_tracer(..., scan=...)` so that circuit-tracer's viewer, served
+    locally by `graphs.serve(out_dir)`, reads this basis's cards from `out_dir/features/<scan>/` (a scan
+    starting with "./" is read as a local path; "./features/" itself is redirected to Anthropic's CDN)."""
+    return f"./graph_data/features/{scan}"
+
+
+def write_feature_files(cards: list[dict], folder: Union[str, os.PathLike], scan: Optional[str] = None,
+                        layer: Optional[int] = None) -> list[Path]:
+    """Write each card to `folder/features/<scan>/<n>.json`, where circuit-tracer's viewer reads them.
+
+    Args:
+        cards: from `feature_cards`. folder: the graph output folder (what `graphs.serve` serves).
+        scan: the folder name (default: the cards' `transcoder_id`); pass `viewer_scan(scan)` to
+            `to_circuit_tracer` so the graph's nodes open these cards.
+        layer: name files by circuit-tracer's feature number `feature_number(layer, index)` (what a
+            graph node of that layer and index asks for); None names them by `index`.
+
+    Cards are checked against circuit-tracer's field list (its pydantic schema in the tests).
     """
     paths = []
     for card in cards:
         _validate(card)
-        out = Path(folder) / "features" / (scan or card["transcoder_id"]) / f"{card['index']}.json"
+        number = card["index"] if layer is None else feature_number(layer, card["index"])
+        out = Path(folder) / "features" / (scan or card["transcoder_id"]) / f"{number}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(card))
         paths.append(out)

@@ -1,8 +1,6 @@
 """Training a dictionary on streamed activations, the card metrics, and circuit-tracer feature cards."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -67,21 +65,22 @@ def test_cards_find_the_max_activating_windows(tiny, tokens):
 
 def test_feature_files_follow_circuit_tracers_schema(tiny, tokens, tmp_path):
     from hooked_bilinear.features import SAE, SAEConfig
+    from hooked_bilinear.features.cards import feature_number, viewer_scan
 
     sae = SAE(SAEConfig(d_in=16, d_sae=20, k=3, hook_name=HOOK), seed=0)
     cards = feature_cards(tiny, sae_basis(tiny, sae), tokens[:6], nodes=[0, 1], progress=False)
     cards += feature_cards(tiny, eigen_basis(tiny, 1, tiny.W_U[:, 4], k=3), tokens[:6], progress=False)
     paths = write_feature_files(cards, tmp_path)
     assert paths[0] == tmp_path / "features" / cards[0]["transcoder_id"] / "0.json"
-    wheel = Path("/tmp/ct/whl")  # circuit-tracer's unpacked wheel, where present
-    if wheel.exists():
-        sys.path.insert(0, str(wheel))
-        try:
-            from circuit_tracer.frontend.feature_models import Model
-        finally:
-            sys.path.remove(str(wheel))
-        for p in paths:
-            Model(**json.loads(p.read_text()))
+    by_number = write_feature_files(cards[:2], tmp_path, scan="tiny", layer=1)
+    unpair = [(int(((8 * n + 1) ** 0.5 - 1) // 2), n) for n in (feature_number(1, 0), feature_number(1, 1))]
+    assert [(w - (n - w * (w + 1) // 2), n - w * (w + 1) // 2) for w, n in unpair] == [(1, 0), (1, 1)]  # the JS unpairing
+    assert by_number[1] == tmp_path / "features" / "tiny" / f"{feature_number(1, 1)}.json"
+    assert viewer_scan("tiny") == "./graph_data/features/tiny"
+    fm = pytest.importorskip("circuit_tracer.frontend.feature_models",
+                             reason="circuit-tracer (installed --no-deps by .ci/run) holds the schema")
+    for p in paths + by_number:
+        fm.Model(**json.loads(p.read_text()))
 
 
 def test_corpus_forms_and_empty_corpus(tiny, tmp_path):
@@ -109,3 +108,25 @@ def test_corpus_forms_and_empty_corpus(tiny, tmp_path):
             feature_cards(tiny, neuron_basis(tiny, 0), [], progress=False)
     finally:
         tiny.tokenizer = None
+
+
+def test_graph_nodes_find_their_cards(tiny, tokens, tmp_path):
+    graphs = pytest.importorskip("hooked_bilinear.graphs")
+    from hooked_bilinear.features.cards import viewer_scan
+
+    graph = graphs.attribute(tiny, tokens[0, :6], max_nodes=8)
+    neurons = graph.nodes[graph.nodes.kind == "neuron"]
+    for layer in sorted(neurons.layer.unique()):
+        idx = sorted(neurons[neurons.layer == layer]["index"].unique().tolist())
+        cards = feature_cards(tiny, neuron_basis(tiny, int(layer)), tokens[:4], nodes=idx, progress=False)
+        write_feature_files(cards, tmp_path, scan="n", layer=int(layer))
+    path = graphs.to_circuit_tracer(graph, tmp_path, "g", scan=viewer_scan("n"), prune=False)
+    exported = json.loads(path.read_text())
+    scan = exported["metadata"]["scan"]
+    assert scan.startswith("./graph_data/")
+    for node in exported["nodes"]:
+        if node["feature_type"] == "cross layer transcoder":  # the viewer fetches <scan>/<feature>.json
+            card = tmp_path / scan[len("./graph_data/"):] / f"{node['feature']}.json"
+            assert card.exists(), node["node_id"]
+            layer, index = int(node["layer"]), int(node["node_id"].split("_")[1])
+            assert json.loads(card.read_text())["index"] == index and node["layer"] == str(layer)
