@@ -78,9 +78,11 @@ def check_sae(model, sae: Any) -> None:
                              f"{got} (d_in/d_out of the dictionary must equal the hook's last dimension)")
 
 
-def add_sae(model, sae: SAE, use_error_term: bool = False) -> None:
-    """Attach `sae` at `sae.cfg.hook_name` (see `HookedBilinearTransformer.add_sae`)."""
-    check_sae(model, sae)
+def add_sae(model, sae: SAE, use_error_term: bool = False, check: bool = True) -> None:
+    """Attach `sae` at `sae.cfg.hook_name` (see `HookedBilinearTransformer.add_sae`); `check=False` skips
+    `check_sae` for a caller that has just run it."""
+    if check:
+        check_sae(model, sae)
     c = sae.cfg
     splice = Splice(sae, bool(use_error_term))
     source = model.hook_dict[c.hook_name]

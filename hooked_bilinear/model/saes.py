@@ -66,7 +66,7 @@ class SAEMixin:
         added = []
         try:
             for sae in saes:
-                add_sae(self, sae, use_error_term=use_error_term)
+                add_sae(self, sae, use_error_term=use_error_term, check=False)
                 added.append(sae.cfg.hook_name)
             yield self
         finally:

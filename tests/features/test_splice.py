@@ -30,6 +30,7 @@ def test_cache_names_and_exact_logits_with_error_term(tiny, tokens):
         torch.testing.assert_close(cache[f"{HOOK}.hook_sae_error"], x - sae(x))
         torch.testing.assert_close(cache[f"{HOOK}.hook_sae_recons"], sae(x))
     assert not [n for n in tiny.hook_dict if "hook_sae" in n]
+    assert sae.hook_sae_acts_post.name == "hook_sae_acts_post"  # its own short names are back
 
 
 def test_without_error_term_the_reconstruction_flows_downstream(tiny, tokens):
