@@ -33,6 +33,7 @@ def test_saelens_round_trip(tmp_path, arch):
     back = load_sae(tmp_path / "s")
     with torch.no_grad():
         torch.testing.assert_close(back(X), sae(X))
+    assert load_sae(tmp_path / "s", dtype="float64").W_enc.dtype == torch.float64
 
 
 def test_saelens_transcoder_round_trip(tmp_path):

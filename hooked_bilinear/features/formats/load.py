@@ -8,6 +8,7 @@ from typing import Any, Optional, Union
 
 import torch
 
+from hooked_bilinear.config import _parse_dtype
 from hooked_bilinear.errors import CheckpointError
 from hooked_bilinear.features.formats import saelens, scope
 from hooked_bilinear.features.sae import SAE
@@ -75,7 +76,7 @@ def load_sae(name_or_path: Union[str, os.PathLike], *, layer: Optional[int] = No
     if not (cfg_file is not None and cfg.model_name != "custom"):
         cfg.model_name = ckpt.name
     cfg.device = str(device or "cpu")
-    cfg.dtype = dtype or torch.float32
+    cfg.dtype = _parse_dtype(dtype) if isinstance(dtype, str) else (dtype or torch.float32)
     return _build(cfg, state, source)
 
 
