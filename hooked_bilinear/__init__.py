@@ -4,7 +4,8 @@ Layout (arrows point one way: analysis depends on the model, never the reverse):
     components/, model/   the hooked transformer and the hooked image classifier
     tensor/               the factored bilinear tensor: interaction matrices, eigen, HOSVD, token space
     circuits/             exact path expansion of one forward pass; weight-only token circuits
-    loading/              our checkpoint format, the public tdooms/... formats, tokenizers, SAEs
+    loading/              our checkpoint format, the public tdooms/... formats, tokenizers
+    features/             SAEs / transcoders on the model, weight-only feature circuits, feature cards
     train/, zoo/          the training loop, toy tasks, and the bundled models
 
 Example:
@@ -41,8 +42,10 @@ _LAZY = {
     "bundled_models": "hooked_bilinear.loading",
     "load_pretrained": "hooked_bilinear.loading",
     "list_pretrained": "hooked_bilinear.loading.registry",
+    "SAE": "hooked_bilinear.features",
+    "SAEConfig": "hooked_bilinear.features",
+    "load_sae": "hooked_bilinear.features",
     "TopKSAE": "hooked_bilinear.loading.sae",
-    "load_sae": "hooked_bilinear.loading.sae",
     "HookedBilinearMLP": "hooked_bilinear.model.hooked_bilinear_mlp",
     "HookedBilinearMLPConfig": "hooked_bilinear.model.hooked_bilinear_mlp",
     "HookedBilinearTransformer": "hooked_bilinear.model.hooked_bilinear_transformer",
@@ -101,6 +104,8 @@ __all__ = [
     "InputError",
     "NotBilinearError",
     "PathDecomposition",
+    "SAE",
+    "SAEConfig",
     "Target",
     "TokenBilinear",
     "TooManyPathsError",

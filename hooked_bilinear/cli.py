@@ -1,10 +1,11 @@
-"""The `hooked-bilinear` command: `demo`, `list`, `info MODEL`, `circuits MODEL INPUT`.
+"""The `hooked-bilinear` command: `demo`, `list`, `info MODEL`, `circuits MODEL INPUT`, `graph MODEL INPUT`.
 
     hooked-bilinear demo                          # the README's main job, offline
     hooked-bilinear list                          # bundled and known Hub models
     hooked-bilinear info modadd-113-1l
     hooked-bilinear circuits modadd-113-1l "37 58 113" --level 2 --plot paths.png
     hooked-bilinear circuits modadd-113-1l "37 58 113" --target 94 --versus 95   # any logit (difference)
+    hooked-bilinear graph induction-2l "0 5 9 17 23 5 9 17" --out graphs --html
 """
 
 from __future__ import annotations
@@ -200,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_demo, _add_list, _add_info, _add_circuits):  # one function per subcommand
         add(sub)
+    from hooked_bilinear.graphs.command import add_parser as add_graph_command
+
+    add_graph_command(sub)
     return parser
 
 
