@@ -78,4 +78,6 @@ def test_tiny_lm_held_out_loss():
     # the stdlib differs slightly between Python patch releases, hence the tolerance
     assert loss == pytest.approx(card("tiny-lm")["metrics"]["heldout_loss"], abs=0.05)
     text = "def f(x):\n    return x"
-    assert model.to_string(model.to_tokens(text)[0]) == text
+    assert model.to_string(model.to_tokens(text, prepend_bos=False)[0]) == text
+    # by default tiny-lm prepends its BOS, <|endoftext|>, as a document followed it in training
+    assert model.to_string(model.to_tokens(text)[0]) == "<|endoftext|>" + text
