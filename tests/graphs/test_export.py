@@ -9,7 +9,7 @@ import pytest
 
 from hooked_bilinear.errors import InputError
 from hooked_bilinear.graphs import to_circuit_tracer
-from tests.graphs._fixtures import PrunableGraph, hand_graph
+from tests.graphs._fixtures import PrunableGraph, hand_graph, induction_graph
 
 gm = pytest.importorskip("circuit_tracer.frontend.graph_models",
                          reason="circuit-tracer not installed: pip install --no-deps circuit-tracer==0.5.0")
@@ -94,7 +94,8 @@ def test_viewer_needs_unique_features_and_remainders_are_labelled(graph, tmp_pat
 
 def test_influence_is_circuit_tracers_cumulative_score(graph, tmp_path):
     data, _ = _write(graph, tmp_path)
-    raw = {r.node_id: r.influence for r in graph.nodes.itertuples() if not math.isnan(r.influence)}
+    raw = {r.node_id: r.influence for r in graph.nodes.itertuples()
+           if not math.isnan(r.influence) and r.kind not in ("embedding", "logit")}  # the ones pruning may drop
     total = sum(raw.values())
     for n in data["nodes"]:
         if n["node_id"] not in raw:
@@ -152,3 +153,32 @@ def test_bad_folders_and_values_write_nothing(graph, tmp_path):
     bad.meta.pop("prompt_tokens")
     with pytest.raises(InputError, match="prompt_tokens"):
         to_circuit_tracer(bad, tmp_path / "new", "g")
+
+
+def test_a_real_graph_exports_pruned_and_valid(tmp_path):
+    graph = induction_graph(32)
+    pruned = graph.prune(0.8, 0.98)
+    data, listing = _write(graph, tmp_path)
+    gm.Model.model_validate(data)
+    assert listing["graphs"][0]["node_threshold"] == 0.8
+    assert data["metadata"]["prompt_tokens"] == graph.meta["prompt_tokens"]
+    ids = {n["node_id"] for n in data["nodes"]}
+    assert ids <= set(pruned.nodes["node_id"])
+    assert set(pruned.targets["node_id"]) <= ids
+    want = {(s, t): w for s, t, w in pruned.edges.itertuples(index=False) if s in ids and t in ids}
+    assert {(e["source"], e["target"]): e["weight"] for e in data["links"]} == want
+    frame = pruned.nodes.set_index("node_id")
+    for n in data["nodes"]:
+        row = frame.loc[n["node_id"]]
+        if row.kind == "neuron":
+            ref = gm.Node.feature_node(int(row.layer), int(row.pos), int(row["index"]), activation=float(row.activation))
+            assert {k: n[k] for k in ("node_id", "feature", "layer", "ctx_idx", "feature_type", "jsNodeId")} == \
+                {k: getattr(ref, k) for k in ("node_id", "feature", "layer", "ctx_idx", "feature_type", "jsNodeId")}
+        if row.kind == "logit":
+            assert n["clerp"].startswith('Output "') and f"(p={row.token_prob:.3f})" in n["clerp"]
+    keys = [(n["layer"], n["feature"], n["ctx_idx"]) for n in data["nodes"]]
+    assert len(keys) == len(set(keys))
+    scores = [n["influence"] for n in data["nodes"] if n["influence"] is not None]
+    assert scores and all(0 < s <= 1 for s in scores)
+    # the viewer's slider at node_threshold hides influence > 0.8: all but the node crossing 0.8 stay shown
+    assert sum(s > 0.8 for s in scores) <= 1
