@@ -75,7 +75,7 @@ def to_circuit_tracer(graph, out_dir: Union[str, Path], slug: str, *, scan: Opti
 
     Raises:
         InputError: a bad slug, an `out_dir` that is a file, a corrupt `graph-metadata.json`, missing
-            meta fields, or non-finite edge weights; nothing is written then.
+            meta fields, thresholds outside [0, 1], or non-finite edge weights; nothing is written then.
 
     Example:
         >>> to_circuit_tracer(graph, "graphs", "induction")    # doctest: +SKIP
@@ -86,6 +86,9 @@ def to_circuit_tracer(graph, out_dir: Union[str, Path], slug: str, *, scan: Opti
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"out_dir {str(out)!r} is a file: expected a folder (it is created when absent)")
+    for name, value in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
+        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise InputError(f"{name}={value!r}: expected a fraction in [0, 1]")
     missing = [k for k in _REQUIRED_META if k not in graph.meta]
     if missing:
         raise InputError(f"graph.meta lacks {missing}: expected the keys {list(_REQUIRED_META)}")
@@ -112,7 +115,9 @@ def circuit_tracer_model(graph, slug: str, *, scan: Optional[str] = None, node_t
     nodes = graph.nodes
     ids = set(nodes["node_id"])
     edges = graph.edges[graph.edges["source"].isin(ids) & graph.edges["target"].isin(ids)]
-    bad = edges[~edges["weight"].map(lambda w: math.isfinite(float(w)))]
+    import numpy as np
+
+    bad = edges[~np.isfinite(edges["weight"].to_numpy(dtype=np.float64))]
     if len(bad):
         row = bad.iloc[0]
         raise InputError(f"edge {row['source']} -> {row['target']} has weight {row['weight']}: "

@@ -89,10 +89,9 @@ def _links(edges, where: dict) -> dict:
     ranked = edges.sort_values("abs", ascending=False, kind="stable")
     links: dict = {}
     for end in ("target", "source"):
-        for node_id, group in ranked.groupby(end, sort=False).head(LINKS_PER_NODE).groupby(end, sort=False):
-            links.setdefault(str(node_id), []).extend(
-                [*where[s], *where[t], 1 if w > 0 else -1]
-                for s, t, w in zip(group["source"], group["target"], group["weight"]))
+        top = ranked[ranked.groupby(end, sort=False).cumcount() < LINKS_PER_NODE]
+        for node_id, s, t, w in zip(top[end], top["source"], top["target"], top["weight"]):
+            links.setdefault(str(node_id), []).append([*where[s], *where[t], 1 if w > 0 else -1])
     return links
 
 

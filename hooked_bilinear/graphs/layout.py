@@ -63,8 +63,10 @@ def node_layout(graph, top_sources: int = 5):
     nodes.attrs["columns"] = columns
     labels = dict(zip(nodes["node_id"], nodes["label"].astype(str)))
     ranked = edges.assign(abs=edges["weight"].abs()).sort_values("abs", ascending=False, kind="stable")
-    top = {t: list(zip(g["source"], g["weight"])) for t, g in ranked.groupby("target", sort=False).head(top_sources)
-           .groupby("target", sort=False)}
+    ranked = ranked[ranked.groupby("target", sort=False).cumcount() < top_sources]
+    top: dict = {}
+    for t, s, w in zip(ranked["target"], ranked["source"], ranked["weight"]):
+        top.setdefault(t, []).append((s, w))
     nodes["hover"] = [_card(row, top.get(row.node_id, []), labels) for row in nodes.itertuples(index=False)]
     return nodes
 

@@ -150,6 +150,9 @@ def test_bad_folders_and_values_write_nothing(graph, tmp_path):
     with pytest.raises(InputError, match="finite"):
         to_circuit_tracer(bad, tmp_path / "new", "g")
     assert not (tmp_path / "new").exists()
+    with pytest.raises(InputError, match="node_threshold=1.5"):
+        to_circuit_tracer(hand_graph(cls=PrunableGraph), tmp_path / "new", "g", node_threshold=1.5)
+    assert not (tmp_path / "new").exists()
     bad.meta.pop("prompt_tokens")
     with pytest.raises(InputError, match="prompt_tokens"):
         to_circuit_tracer(bad, tmp_path / "new", "g")

@@ -101,3 +101,13 @@ def _assert_not_blank(png: Path) -> None:
 
     assert near((0xF0, 0xA3, 0x0A)) > 30, "no neuron markers (orange) on the screenshot"
     assert near((0xD6, 0x27, 0x28)) > 10, "no logit markers (red) on the screenshot"
+
+
+def test_a_script_error_is_caught_and_reported(tmp_path):
+    _chromium()
+    page = to_html(hand_graph(), tmp_path / "broken.html")
+    text = page.read_text()
+    page.write_text(text.replace("</body>", "<script>null.boom()</script></body>", 1))  # a page that fails
+    dom = _run(["--dump-dom", page.as_uri()], tmp_path, "broken").stdout
+    assert 'data-render-error="' in dom  # the trap the real test relies on does fire
+    assert re.search(r'id="hb-errors"[^>]*>script error: [^<]*boom', dom)
