@@ -174,3 +174,15 @@ def test_show_displays_the_page_in_an_iframe(graph, monkeypatch):
     (obj,) = shown
     assert obj.data.startswith("<div><iframe srcdoc=") and "height:500px" in obj.data
     assert "Plotly.newPlot" in obj.data and "<script" not in obj.data  # the page is escaped inside srcdoc
+
+
+def test_cards_agree_with_check_on_a_pruned_real_graph():
+    from tests.graphs._fixtures import induction_graph
+
+    pruned = induction_graph(32).prune(0.8, 0.98)
+    nodes = node_layout(pruned)
+    check = pruned.check()
+    assert nodes["rel_err"].max() == pytest.approx(check.max_rel_err, rel=1e-9)
+    assert nodes.loc[nodes["rel_err"].idxmax(), "node_id"] == check.worst_node
+    assert (nodes["pruned"].fillna(0) != 0).any()  # pruning removed mass, and the cards add it back
+    assert not nodes["hover"].str.contains("NOT exact").any()
