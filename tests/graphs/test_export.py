@@ -11,8 +11,13 @@ from hooked_bilinear.errors import InputError
 from hooked_bilinear.graphs import to_circuit_tracer
 from tests.graphs._fixtures import PrunableGraph, hand_graph, induction_graph
 
-gm = pytest.importorskip("circuit_tracer.frontend.graph_models",
-                         reason="circuit-tracer not installed: pip install --no-deps circuit-tracer==0.5.0")
+
+
+@pytest.fixture(scope="module")
+def gm():
+    """circuit-tracer's own schema (only this module of it is imported)."""
+    return pytest.importorskip("circuit_tracer.frontend.graph_models",
+                               reason="circuit-tracer not installed: pip install --no-deps circuit-tracer==0.5.0")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +30,7 @@ def _write(graph, tmp_path, slug="g"):
     return json.loads(path.read_text()), json.loads((tmp_path / "graph-metadata.json").read_text())
 
 
-def test_files_validate_against_circuit_tracer_schema(graph, tmp_path):
+def test_files_validate_against_circuit_tracer_schema(gm, graph, tmp_path):
     data, listing = _write(graph, tmp_path)
     model = gm.Model.model_validate(data)
     fields = set(gm.Node.model_fields)
@@ -38,7 +43,7 @@ def test_files_validate_against_circuit_tracer_schema(graph, tmp_path):
     assert model.metadata.prompt_tokens == graph.meta["prompt_tokens"]
 
 
-def test_nodes_are_circuit_tracer_constructors(graph, tmp_path):
+def test_nodes_are_circuit_tracer_constructors(gm, graph, tmp_path):
     data, _ = _write(graph, tmp_path)
     by_id = {n["node_id"]: n for n in data["nodes"]}
     frame = graph.nodes.set_index("node_id")
@@ -158,7 +163,7 @@ def test_bad_folders_and_values_write_nothing(graph, tmp_path):
         to_circuit_tracer(bad, tmp_path / "new", "g")
 
 
-def test_a_real_graph_exports_pruned_and_valid(tmp_path):
+def test_a_real_graph_exports_pruned_and_valid(gm, tmp_path):
     graph = induction_graph(32)
     pruned = graph.prune(0.8, 0.98)
     data, listing = _write(graph, tmp_path)
