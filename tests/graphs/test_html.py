@@ -186,3 +186,18 @@ def test_cards_agree_with_check_on_a_pruned_real_graph():
     assert nodes.loc[nodes["rel_err"].idxmax(), "node_id"] == check.worst_node
     assert (nodes["pruned"].fillna(0) != 0).any()  # pruning removed mass, and the cards add it back
     assert not nodes["hover"].str.contains("NOT exact").any()
+
+
+def test_bad_arguments_are_clear_errors_and_write_nothing(graph, tmp_path):
+    from hooked_bilinear.errors import InputError
+
+    for kwargs, message in [({"max_edges": 0}, "max_edges=0"), ({"max_nodes": -3}, "max_nodes=-3"),
+                            ({"prune": True}, "no prune method")]:
+        with pytest.raises(InputError, match=message):
+            to_html(graph, tmp_path / "x.html", **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_page_title_is_plain_text(page):
+    title = page.split("<title>", 1)[1].split("</title>", 1)[0]
+    assert "hand-made" in title and "<" not in title and "frozen:" in title
