@@ -58,6 +58,7 @@ def attribute(
     edges_per_node: int = 64,
     batch_size: Optional[int] = None,
     dtype: Optional[torch.dtype] = None,
+    basis=None,
     progress: bool = False,
 ):
     """Exact attribution graph of the model's output on a prompt: zero error nodes.
@@ -75,6 +76,8 @@ def attribute(
         edges_per_node: edges kept per row; the rest are summed into exact remainder nodes.
         batch_size: rows per backward sweep (default: as many as fit in ~1 GiB of dense edges, ≤ 64).
         dtype: compute dtype (e.g. torch.float64 for a float32 model).
+        basis: an SAE on `blocks.{l}.hook_mlp_out` (or a list, one per block): that block's neurons are
+            replaced by the SAE's features, plus one exact error node per position (spec graphs §1.2).
         progress: show a progress bar over row batches.
 
     Returns:
@@ -97,11 +100,14 @@ def attribute(
         raise InputError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     single = isinstance(tokens_or_prompt, str) or (isinstance(tokens_or_prompt, Tensor) and tokens_or_prompt.ndim == 1)
     tokens = check_tokens(to_tokens(model, tokens_or_prompt), model.cfg)
-    run = freeze(model, tokens, dtype=dtype, extra_names=mlp_hook_names(model))
+    from hooked_bilinear.graphs.basis import basis_layers
+
+    saes = basis_layers(model, basis)
+    run = freeze(model, tokens, dtype=dtype, extra_names=mlp_hook_names(model, saes))
     tok_str = _token_strings(model)
     graphs = []
     for b in range(run.batch):
-        pr = prompt_run(run, b)
+        pr = prompt_run(run, b, saes)
         tgts = resolve_targets(targets, pr.logits, b, tok_str)
         rows_per_batch = _auto_batch(batch_size, pr.n, pr.n_layers, pr.d_mlp, pr.logits.element_size())
         builder = GraphBuilder(pr, tgts, influence_weights(tgts, targets is None), edges_per_node,
