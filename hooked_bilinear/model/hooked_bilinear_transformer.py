@@ -19,6 +19,7 @@ from hooked_bilinear.model import processing
 from hooked_bilinear.model.config_sync import ConfigSyncMixin
 from hooked_bilinear.model.generate import GenerationMixin
 from hooked_bilinear.model.init import init_skipped, init_weights
+from hooked_bilinear.model.saes import SAEMixin
 from hooked_bilinear.model.tokenization import TokenizationMixin
 from hooked_bilinear.model.validation import check_hook_names, check_residual, check_tokens
 from hooked_bilinear.model.weights import WeightAccessors
@@ -27,7 +28,8 @@ ReturnType = Optional[Literal["logits", "loss", "both"]]
 HookList = list[tuple[Union[str, Callable[[str], bool]], Callable]]
 
 
-class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMixin, GenerationMixin, HookedRootModule):
+class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMixin, GenerationMixin, SAEMixin,
+                                HookedRootModule):
     """A decoder-only transformer with bilinear MLPs and a HookPoint on every activation.
 
     Hook names, weight names and orientation follow TransformerLens (`blocks.0.mlp.hook_post`,
@@ -112,7 +114,8 @@ class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMi
         n_layers = self.cfg.n_layers
         for name, value in (("start_at_layer", start_at_layer), ("stop_at_layer", stop_at_layer)):
             # Out-of-range values would slice self.blocks to nothing and return a wrong answer silently.
-            if value is not None and not (isinstance(value, int) and -n_layers <= value <= n_layers):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not -n_layers <= value <= n_layers):  # True is not a layer
                 raise InputError(f"{name} must be an integer in [-n_layers, n_layers] = [{-n_layers}, {n_layers}], "
                                  f"got {value!r}")
         pad_mask = None  # for a padded batch of strings, the loss skips the padding
