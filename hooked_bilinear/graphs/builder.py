@@ -227,7 +227,7 @@ class GraphBuilder:
         }
         g = AttributionGraph(nodes, edges, meta)
         g.nodes["influence"] = node_influence(g)
-        g._model = model
+        g._model, g._run, g._targets = model, pr, self.targets
         return g
 
 

@@ -67,6 +67,8 @@ class AttributionGraph:
     def __init__(self, nodes, edges, meta: dict):
         self.nodes, self.edges, self.meta = nodes, edges, dict(meta)
         self._model = None
+        self._run = None       # the frozen run it was built from (not saved; rebuilt from the model on demand)
+        self._targets = None
 
     # ------------------------------------------------------------------ views
     def __repr__(self) -> str:
@@ -129,7 +131,7 @@ class AttributionGraph:
         meta = {**self.meta, "pruned": True, "node_threshold": node_threshold, "edge_threshold": edge_threshold}
         g = AttributionGraph(nodes.reset_index(drop=True), edges, meta)
         g.nodes["influence"] = node_influence(g)
-        g._model = self._model
+        g._model, g._run, g._targets = self._model, self._run, self._targets
         return g
 
     def pruned_mass(self):
@@ -144,6 +146,26 @@ class AttributionGraph:
         from hooked_bilinear.graphs.prune import scores
 
         return scores(self)
+
+    def _prompt_run(self):
+        if self._run is None:
+            if self._model is None:
+                raise InputError("this graph has no model attached (a loaded graph): set graph._model = model")
+            import torch
+
+            from hooked_bilinear.circuits.frozen import freeze
+            from hooked_bilinear.graphs.rows import mlp_hook_names, prompt_run
+
+            dtype = getattr(torch, self.meta.get("dtype", "float32"))
+            tokens = torch.tensor([self.meta["tokens"]], device=self._model.cfg.device)
+            self._run = prompt_run(freeze(self._model, tokens, dtype=dtype, extra_names=mlp_hook_names(self._model)), 0)
+        return self._run
+
+    def head_loadings(self, edge_or_node, target=None):
+        """Split an edge (source, target), or every incoming cross-position edge of a node, exactly over heads."""
+        from hooked_bilinear.graphs.heads import head_loadings
+
+        return head_loadings(self, edge_or_node, target)
 
     # ------------------------------------------------------------------ interventions
     def intervene(self, nodes, scale: float = None, value: float = None, model=None):

@@ -10,18 +10,22 @@ from __future__ import annotations
 import torch
 
 
-def frozen_edges(model, tokens: torch.Tensor, row) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+def frozen_edges(model, tokens: torch.Tensor, row, zero_head=None) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
     """Edges into one row from each token embedding [n] and each neuron [n_layers][n, m], and the row's value.
 
     row: ("neuron", layer, pos, index) or ("logit", pos, token). Token edges include the position
     embedding only when the model has none (rotary / none); learned positions enter as hook_pos_embed.
+    zero_head=(layer, head): that head's frozen pattern is set to zero (the edge without any path through it).
     """
     names = lambda n: n.endswith("hook_pattern") or n.endswith("hook_scale")  # noqa: E731
     _, cache = model.run_with_cache(tokens[None], names_filter=names)
     saved = {}
 
     def freeze(x, hook):
-        return cache[hook.name].detach().clone()
+        out = cache[hook.name].detach().clone()
+        if zero_head is not None and hook.name == f"blocks.{zero_head[0]}.attn.hook_pattern":
+            out[:, zero_head[1]] = 0
+        return out
 
     def leaf(x, hook):
         saved["orig." + hook.name] = x
