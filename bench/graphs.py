@@ -17,7 +17,8 @@ blocks leave RSS, as in bench/circuits.py):
   prompt plus the bytes of the returned graph's frames (nodes + edges, pandas deep memory).
   The folded weight copy `attribute` makes (fold_weights) is inside the peak and reported separately.
 
-    python bench/graphs.py [--quick] [--realsize]
+    python bench/graphs.py [--quick]                # zoo cases, plus the fw-medium shape unless --quick
+    python bench/graphs.py --realsize [64 256] [--realsize-nodes 1024] [--json rows.json]   # fw-medium only
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def zoo_cases(quick: bool) -> list[dict]:
     return [{"model": m, "n": n, "max_nodes": nodes, "repeats": 2 if quick else 3} for m, ns in lens.items() for n in ns]
 
 
-def realsize_cases() -> list[dict]:
-    return [{"model": "fw-medium", "n": n, "max_nodes": [1024], "repeats": 1} for n in (64, 256)]
+def realsize_cases(max_nodes: int = 1024) -> list[dict]:
+    return [{"model": "fw-medium", "n": n, "max_nodes": [max_nodes], "repeats": 1} for n in (64, 256)]
 
 
 def build(name: str, n: int):
@@ -195,6 +196,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer cases and repeats, no fw-medium shape")
     parser.add_argument("--realsize", nargs="*", type=int, default=None, metavar="N",
                         help="only the fw-medium-shape cases (slow), at these lengths (default 64 256)")
+    parser.add_argument("--realsize-nodes", type=int, default=1024, help="max_nodes of the realsize cases")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -203,13 +205,13 @@ def main() -> None:
         return
     print(machine())
     if args.realsize is not None:
-        specs = [s for s in realsize_cases() if not args.realsize or s["n"] in args.realsize]
+        specs = [s for s in realsize_cases(args.realsize_nodes) if not args.realsize or s["n"] in args.realsize]
         rows = []
         with one_thread():
             for spec in specs:
                 res = run_case(spec, timeout=4 * 3600)
                 if args.json:  # the raw measurements first: a realsize case takes many minutes
-                    Path(args.json).with_suffix(f".raw{spec['n']}.json").write_text(json.dumps({"spec": spec, "res": res}))
+                    Path(args.json).with_suffix(f".raw{spec['n']}-{args.realsize_nodes}.json").write_text(json.dumps({"spec": spec, "res": res}))
                 rows += rows_for(spec, res)
     else:
         rows = run(args.quick)
