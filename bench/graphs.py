@@ -156,7 +156,7 @@ def rows_for(spec: dict, res: dict) -> list[dict]:
     rows = []
     for c in res["cases"]:
         name = f"{spec['model']} n={spec['n']} max_nodes={c['max_nodes']}"
-        base = f"model(tokens), same prompt, 1 thread"
+        base = "model(tokens), same prompt, 1 thread"
         ratio = c["attr_s"] / c["fwd_s"]
         flop_ratio = c["flops"] / c["fwd_flops"]
         timed = "1 call" if spec["repeats"] == 1 else f"median of {spec['repeats']}"
