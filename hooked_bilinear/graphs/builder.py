@@ -113,21 +113,21 @@ class GraphBuilder:
         for v, g in zip(vals, groups):
             total.scatter_add_(1, g, v)
             nonzero.scatter_add_(1, g, (v != 0).long())
-        c = None
+        absE = [None if En is None else En.abs() for En in E.neurons]  # once per block: mass, influence, top-k
+        for A in absE:
+            if A is not None:
+                mass = mass + A.flatten(1).sum(-1)
+        c = (infl.to(dev, torch.float64) / mass.double().clamp_min(1e-300)).to(dev, enc.dtype)
         for l, En in enumerate(E.neurons):
             if En is None:
                 continue
-            mass = mass + En.abs().flatten(1).sum(-1)
-        c = (infl.to(dev, torch.float64) / mass.double().clamp_min(1e-300)).to(dev)
-        for l, En in enumerate(E.neurons):
-            if En is None:
-                continue
-            flat, w = En.flatten(1), En.shape[-1]
+            flat, w, A = En.flatten(1), En.shape[-1], absE[l]
             total[:, l + 1] += flat.sum(-1)
             nonzero[:, l + 1] += (flat != 0).sum(-1)
-            self.infl[l, :, :w] += torch.einsum("r,rnm->nm", c, En.abs().double())
+            self.infl[l, :, :w] += torch.einsum("r,rnm->nm", c, A)  # in the graph's dtype, accumulated in float64
             kk = min(self.k, flat.shape[1])
-            top = flat.abs().topk(kk, dim=1).indices
+            top = A.flatten(1).topk(kk, dim=1).indices
+            absE[l] = None
             vals.append(flat.gather(1, top)), srcs.append(num.neuron0 + (l * n + top // w) * m + top % w)
             groups.append(torch.full_like(top, l + 1))
         V, S, Gr = torch.cat(vals, 1), torch.cat(srcs, 1), torch.cat(groups, 1)
