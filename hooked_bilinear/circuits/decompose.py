@@ -84,6 +84,8 @@ def decompose(
         target: None (terms hold the full output at every position), or what to attribute: an int
             token (its logit at the last position), a (token, other) logit difference, a float direction
             tensor, or a `Target`. "lazy" defaults to the top predicted token at the last position.
+            `Target.score(layer, head, query_pos, key_pos)` expands an attention score into query × key
+            source pairs instead and returns a `ScoreDecomposition` (levels 1, 2, "neurons"; circuits/qk.py).
         at: "logits", or a layer l / "blocks.{l}.hook_resid_pre" to decompose the residual stream
             entering block l (l = n_layers is the final residual stream).
         budget: nodes expanded by "lazy"; `tol` stops it once every remainder is below tol·|total|.
@@ -107,6 +109,10 @@ def decompose(
         True
         >>> d.top(5)[["label", "contribution"]]
     """
+    if isinstance(target, Target) and target.kind == "score":  # a bilinear form, not a readout: circuits/qk.py
+        from hooked_bilinear.circuits.qk import decompose_score
+
+        return decompose_score(model, tokens, target, level=level, at=at, dtype=dtype)
     if level not in LEVELS:
         raise InputError(f"level must be one of {LEVELS}, got {level!r}")
     engine, start = make_engine(model, tokens, target, at, dtype, default_top=level == "lazy")
