@@ -9,10 +9,18 @@ from torch import Tensor
 from hooked_bilinear._tl import FactoredMatrix
 
 
+_SOFTMAX_ONLY = ("W_Q", "W_K", "b_Q", "b_K")
+_BILINEAR_ONLY = ("W_Q1", "W_K1", "W_Q2", "W_K2", "b_Q1", "b_K1", "b_Q2", "b_K2")
+
+
 def _stack(model, path: str) -> Tensor:
     first, attr = path.split(".")
     if first == "mlp" and model.cfg.attn_only:
         raise AttributeError(f"attn_only model has no MLP weight {attr!r}")
+    kind = getattr(model.cfg, "attention", "softmax")
+    if (attr in _SOFTMAX_ONLY and kind != "softmax") or (attr in _BILINEAR_ONLY and kind != "bilinear"):
+        other = "W_Q1, W_K1, W_Q2, W_K2" if kind == "bilinear" else "W_Q, W_K"
+        raise AttributeError(f"a model with attention={kind!r} has no {attr!r}; its query/key weights are {other}")
     return torch.stack([getattr(getattr(block, first), attr) for block in model.blocks], dim=0)
 
 
@@ -79,6 +87,39 @@ class WeightAccessors:
     @property
     def b_O(self) -> Float[Tensor, "n_layers d_model"]:
         return _stack(self, "attn.b_O")
+
+    # ---- softmax-free bilinear attention (cfg.attention == "bilinear"): two query/key pairs per head
+    @property
+    def W_Q1(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return _stack(self, "attn.W_Q1")
+
+    @property
+    def W_K1(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return _stack(self, "attn.W_K1")
+
+    @property
+    def W_Q2(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return _stack(self, "attn.W_Q2")
+
+    @property
+    def W_K2(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return _stack(self, "attn.W_K2")
+
+    @property
+    def b_Q1(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return _stack(self, "attn.b_Q1")
+
+    @property
+    def b_K1(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return _stack(self, "attn.b_K1")
+
+    @property
+    def b_Q2(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return _stack(self, "attn.b_Q2")
+
+    @property
+    def b_K2(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return _stack(self, "attn.b_K2")
 
     @property
     def W_l(self) -> Float[Tensor, "n_layers d_model d_mlp"]:
