@@ -113,6 +113,11 @@ def decompose(
         from hooked_bilinear.circuits.qk import decompose_score
 
         return decompose_score(model, tokens, target, level=level, at=at, dtype=dtype)
+    if getattr(model.cfg, "attention", "softmax") == "bilinear":  # nothing to freeze: circuits/unfrozen.py
+        from hooked_bilinear.circuits.unfrozen import decompose_unfrozen
+
+        return decompose_unfrozen(model, tokens, level=level, target=target, at=at, budget=budget,
+                                  max_terms=max_terms, tol=tol, dtype=dtype, progress=progress)
     if level not in LEVELS:
         raise InputError(f"level must be one of {LEVELS}, got {level!r}")
     engine, start = make_engine(model, tokens, target, at, dtype, default_top=level == "lazy")

@@ -160,6 +160,20 @@ class WeightAccessors:
         """`W_Q W_Kᵀ` per layer and head: FactoredMatrix [n_layers, n_heads, d_model, d_model]."""
         return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
 
+    @property
+    def QK1(self) -> FactoredMatrix:
+        """Bilinear attention, first factor: `W_Q1 W_K1ᵀ` per layer and head, [n_layers, n_heads, d_model, d_model].
+
+        `scores1[p, q] = x̃_p QK1 x̃_qᵀ` (plus bias terms) without rotary; with RoPE the form is
+        position-dependent (`R_p W_Q1 (R_q W_K1)ᵀ`). TL FactoredMatrix: `.svd()`, `.eigenvalues`, `.AB`.
+        """
+        return FactoredMatrix(self.W_Q1, self.W_K1.transpose(-2, -1))
+
+    @property
+    def QK2(self) -> FactoredMatrix:
+        """Bilinear attention, second factor: `W_Q2 W_K2ᵀ` per layer and head (see `QK1`)."""
+        return FactoredMatrix(self.W_Q2, self.W_K2.transpose(-2, -1))
+
     def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> Float[Tensor, "d_model"]:
         """Sum of the biases written to the residual stream before `layer` (TL semantics).
 
