@@ -35,7 +35,7 @@ def plot_score_row(decomp, k: int = 12, figsize=None, title: str | None = None):
     wide = frame[frame["label"].isin(labels)].pivot(index="label", columns="key_pos", values="contribution")
     wide = wide.loc[labels]
     keys = list(decomp.key_pos)
-    fig = _figure(figsize or (0.45 * len(keys) + 4, 0.3 * len(labels) + 3))
+    fig = _figure(figsize or (min(0.3 * len(keys) + 4, 14), 0.3 * len(labels) + 3))
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[1, max(2, len(labels) // 3)])
     top.bar(np.arange(len(keys)), decomp.pattern.mean(0).cpu().numpy(), color="tab:gray")
     top.set_ylabel("pattern")
@@ -43,7 +43,8 @@ def plot_score_row(decomp, k: int = 12, figsize=None, title: str | None = None):
     vmax = float(np.abs(data).max()) or 1.0
     im = bottom.imshow(data, cmap="RdBu", vmin=-vmax, vmax=vmax, aspect="auto")
     bottom.set_yticks(np.arange(len(labels)), labels, fontsize=7)
-    bottom.set_xticks(np.arange(len(keys)), keys, fontsize=7)
+    step = max(1, len(keys) // 24)  # at most ~24 tick labels
+    bottom.set_xticks(np.arange(0, len(keys), step), keys[::step], fontsize=7)
     bottom.set_xlabel("key position")
     fig.colorbar(im, ax=bottom, shrink=0.8, label="score contribution")
     s = decomp.spec

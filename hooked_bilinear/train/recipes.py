@@ -176,8 +176,11 @@ def train_tiny_lm(progress: bool = True) -> Trained:
     return Trained(model, history, config, "language modelling (Python stdlib source)", "heldout_loss", metrics, data)
 
 
+from hooked_bilinear.train.recipes_attention import train_induction_bilinear  # noqa: E402 (needs Trained above)
+
 RECIPES: dict[str, Callable[..., Trained]] = {
     "digits-bilinear": train_digits,
+    "induction-bilinear-2l": train_induction_bilinear,
     "induction-2l": train_induction,
     "modadd-113-1l": train_modadd,
     "tiny-lm": train_tiny_lm,
