@@ -110,7 +110,15 @@ def center_unembed(model):
 
 @torch.no_grad()
 def fold_value_biases(model):
-    """`b_O += Σ_h b_V^h W_O^h`, `b_V = 0` (exact because every pattern row sums to 1)."""
+    """`b_O += Σ_h b_V^h W_O^h`, `b_V = 0` (exact because every pattern row sums to 1).
+
+    Raises:
+        ConfigError: bilinear attention, whose pattern rows do not sum to 1 (nothing is changed).
+    """
+    if getattr(model.cfg, "attention", "softmax") != "softmax":
+        raise ConfigError(
+            f"fold_value_biases needs softmax attention (pattern rows summing to 1); this model has "
+            f"attention={model.cfg.attention!r}, where Σ_q A[p, q] varies with p: b_V stays in the value path")
     for block in model.blocks:
         attn = block.attn
         attn.b_O.add_(torch.einsum("he,hed->d", attn.b_V, attn.W_O))
@@ -119,13 +127,14 @@ def fold_value_biases(model):
 
 
 def process_weights(model, fold_ln=True, center_writing=True, center_unembed_=True, fold_value=True):
-    """TL's processing order; centering of writing weights runs only for LayerNorm models."""
+    """TL's processing order; centering of writing weights runs only for LayerNorm models, value-bias
+    folding only for softmax attention."""
     if fold_ln:
         fold_layer_norm(model)
     if center_writing and model.cfg.normalization_type in ("LN", "LNPre"):
         center_writing_weights(model)
     if center_unembed_:
         center_unembed(model)
-    if fold_value:
+    if fold_value and getattr(model.cfg, "attention", "softmax") == "softmax":  # not exact for bilinear attention
         fold_value_biases(model)
     return model

@@ -159,3 +159,17 @@ def test_hook_edit_of_pattern_reaches_the_output():
     assert torch.allclose(out, expected, atol=1e-10)
     assert_unchanged(model, before)
     assert not hooked_points(model)
+
+
+def test_value_bias_folding_is_refused_and_process_weights_stays_exact():
+    model = make(normalization_type="LN", positional_embedding_type="rotary")
+    before = snapshot(model)
+    with pytest.raises(ConfigError, match="fold_value_biases needs softmax attention.*attention='bilinear'"):
+        model.fold_value_biases()
+    assert_unchanged(model, before)
+    tokens = torch.randint(0, 13, (2, 7), generator=torch.Generator().manual_seed(2))
+    expected = model(tokens)
+    processed = copy.deepcopy(model).process_weights()
+    out = processed(tokens)
+    # TL's processing centres the unembedding: logits move by a per-position constant only
+    assert torch.allclose(out - out.mean(-1, keepdim=True), expected - expected.mean(-1, keepdim=True), atol=1e-10)
