@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from hooked_bilinear.components.attention import _constant_buffers, _is_hooked, rotate_half
+from hooked_bilinear.components.attention import Attention, _is_hooked, rotate_half
 from hooked_bilinear.config import HookedBilinearConfig
 from hooked_bilinear.hook_point import HookPoint
 
@@ -53,17 +53,12 @@ class BilinearAttention(nn.Module):
         self.hook_z = HookPoint()  # [batch, pos, head, d_head]
         self.hook_result = HookPoint()  # [batch, pos, head, d_model]
 
-    def init_buffers(self, device=None) -> None:
-        """(Re)build the non-persistent causal `mask` and RoPE tables (shared with softmax attention)."""
-        cfg = self.cfg
-        rotary_dim = cfg.rotary_dim if self.rotary else 0
-        mask, cos, sin = _constant_buffers(cfg.n_ctx, rotary_dim, float(cfg.rotary_base), cfg.dtype)
-        if device is not None:
-            mask, cos, sin = (t if t is None else t.to(device) for t in (mask, cos, sin))
-        self.register_buffer("mask", mask, persistent=False)
-        if self.rotary:
-            self.register_buffer("rotary_cos", cos, persistent=False)
-            self.register_buffer("rotary_sin", sin, persistent=False)
+    # The causal mask and RoPE tables are built lazily per module, exactly as for softmax attention
+    # (same code: at the length used, on the input's device, RoPE in the input's dtype).
+    init_buffers = Attention.init_buffers
+    _grown = Attention._grown
+    causal_mask = Attention.causal_mask
+    rotary_tables = Attention.rotary_tables
 
     def qk_factor(self, i: int):
         """QK circuit of factor i (1 or 2), `W_Qi W_Kiᵀ` per head, as a FactoredMatrix [n_heads, d_model, d_model]."""
@@ -85,7 +80,8 @@ class BilinearAttention(nn.Module):
 
     def _rotate(self, x: Tensor) -> Tensor:
         n, r = x.shape[1], self.cfg.rotary_dim
-        cos, sin = self.rotary_cos[:n, None, :], self.rotary_sin[:n, None, :]
+        cos, sin = self.rotary_tables(n, x.device, x.dtype)
+        cos, sin = cos[:, None, :], sin[:, None, :]
         if r == x.shape[-1]:
             return x * cos + rotate_half(x) * sin
         x_rot, x_pass = x[..., :r], x[..., r:]
@@ -103,7 +99,7 @@ class BilinearAttention(nn.Module):
         v = self.hook_v(self._project(x, self.W_V, self.b_V))
         s1 = self.hook_scores1(torch.matmul(q1, k1.transpose(-2, -1)))
         s2 = self.hook_scores2(torch.matmul(q2, k2.transpose(-2, -1)))
-        pattern = (s1 * s2 / self.cfg.attn_scale).masked_fill(self.mask[:n, :n], 0.0)
+        pattern = (s1 * s2 / self.cfg.attn_scale).masked_fill(self.causal_mask(n, s1.device), 0.0)
         pattern = self.hook_pattern(pattern)
         z = self.hook_z(torch.matmul(pattern, v.transpose(1, 2)).transpose(1, 2))
         h, e, d = self.W_O.shape
