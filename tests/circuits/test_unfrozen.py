@@ -84,9 +84,8 @@ def test_terms_are_polynomials_of_the_embeddings():
     matched = [label for label in leaf.index if label in b.index]
     assert len(matched) >= 20
     for label, row in leaf.loc[matched].iterrows():
-        if True:
-            assert abs(b.loc[label, "contribution"] - c ** int(row["degree"]) * row["contribution"]) <= \
-                1e-9 * (1 + abs(b.loc[label, "contribution"])), label
+        expected = c ** int(row["degree"]) * row["contribution"]
+        assert abs(b.loc[label, "contribution"] - expected) <= 1e-9 * (1 + abs(expected)), label
 
 
 def test_qk_factors_are_the_bilinear_forms_of_the_scores():
