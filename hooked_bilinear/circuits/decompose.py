@@ -142,5 +142,10 @@ def expand_lazy(model, tokens, target=None, at: Union[str, int] = "logits",
         ...     lazy.step()
         ...     assert lazy.decomposition().check().max_rel_err < 1e-5   # exact after every step
     """
+    if getattr(model.cfg, "attention", "softmax") == "bilinear":  # nothing frozen: circuits/unfrozen.py
+        from hooked_bilinear.circuits.unfrozen import describe, unfrozen_setup
+
+        engine, start = unfrozen_setup(model, tokens, "lazy", target, at, dtype)
+        return LazyExpansion(engine, start, description=describe(engine, model))
     engine, start = make_engine(model, tokens, target, at, dtype, default_top=True)
     return LazyExpansion(engine, start)

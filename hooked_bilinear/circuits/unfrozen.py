@@ -177,13 +177,10 @@ def level2_unfrozen(engine: UnfrozenEngine, start: list[UNode]) -> list[tuple[li
     return groups
 
 
-def decompose_unfrozen(model, tokens, *, level, target, at, budget: int, max_terms: int, tol: float,
-                       dtype: Optional[torch.dtype], progress: bool):
-    """`decompose` for bilinear-attention models; same arguments and result type (see its docstring)."""
+def unfrozen_setup(model, tokens, level, target, at, dtype):
+    """Validate, run the model once and build the engine and the level-1 terms (shared by every level)."""
     from hooked_bilinear.circuits.decompose import parse_at
     from hooked_bilinear.circuits.frozen import check_bilinear, freeze, to_tokens
-    from hooked_bilinear.circuits.lazy import LazyExpansion
-    from hooked_bilinear.circuits.levels import assemble
     from hooked_bilinear.circuits.target import Target, as_target, target_positions
     from hooked_bilinear.errors import InputError
     from hooked_bilinear.model.validation import check_tokens
@@ -205,13 +202,27 @@ def decompose_unfrozen(model, tokens, *, level, target, at, budget: int, max_ter
     with torch.no_grad():
         run = freeze(model, tokens, dtype=dtype)
         engine = UnfrozenEngine(model, run, Readout(run, target, at_layer, positions))
-        start = engine.table.parts_pre(model.cfg.n_layers if at_layer is None else at_layer)
+    return engine, engine.table.parts_pre(model.cfg.n_layers if at_layer is None else at_layer)
+
+
+def decompose_unfrozen(model, tokens, *, level, target, at, budget: int, max_terms: int, tol: float,
+                       dtype: Optional[torch.dtype], progress: bool):
+    """`decompose` for bilinear-attention models; same arguments and result type (see its docstring)."""
+    from hooked_bilinear.circuits.lazy import LazyExpansion
+    from hooked_bilinear.circuits.levels import assemble
+
+    engine, start = unfrozen_setup(model, tokens, level, target, at, dtype)
+    with torch.no_grad():
         if level == 1:
             decomp = assemble(engine, [(start, torch.stack([engine.value(x, "tgt") for x in start]))], level=1)
         elif level == 2:
             decomp = assemble(engine, level2_unfrozen(engine, start), level=2)
         else:
-            decomp = LazyExpansion(engine, start).run(budget, max_terms=max_terms, tol=tol,
-                                                      progress=progress).decomposition()
-    decomp.description = f"{decomp.description} ({frozen_quantities(model)})"
+            decomp = LazyExpansion(engine, start, description=describe(engine, model)).run(
+                budget, max_terms=max_terms, tol=tol, progress=progress).decomposition()
+    decomp.description = describe(engine, model)
     return decomp
+
+
+def describe(engine: UnfrozenEngine, model) -> str:
+    return f"{engine.readout.describe()} ({frozen_quantities(model)})"

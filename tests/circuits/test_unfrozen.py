@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hooked_bilinear import HookedBilinearConfig, HookedBilinearTransformer
-from hooked_bilinear.circuits import Target, decompose
+from hooked_bilinear.circuits import Target, decompose, expand_lazy
 from hooked_bilinear.errors import InputError
 
 TINY = dict(d_model=8, n_heads=2, d_head=4, d_mlp=6, d_vocab=11, n_ctx=8, dtype=torch.float64, seed=0,
@@ -111,3 +111,14 @@ def test_bad_input():
     gated = make(1, gate="silu")
     with pytest.raises(Exception, match="gate='silu'"):
         decompose(gated, TOKS)
+
+
+def test_expand_lazy_steps_stay_exact():
+    model = make(2, "Scale", "rotary")
+    with torch.no_grad():
+        logit = model(TOKS)[:, -1, 4]
+    lazy = expand_lazy(model, TOKS, target=Target.logit(4))
+    for _ in range(8):
+        lazy.step()
+        d = lazy.decomposition()
+        assert (d.total - logit).abs().max() <= 1e-10 * logit.abs().max() and "nothing frozen" in d.description
