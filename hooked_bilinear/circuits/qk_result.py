@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from torch import Tensor
 
 from hooked_bilinear.circuits.decomposition import CheckResult
@@ -61,9 +62,12 @@ class ScoreDecomposition:
 
     def check(self) -> CheckResult:
         """Max absolute and relative error of Σ pairs against the real cached scores."""
-        err = (self.total - self.reference).abs().max().item()
-        scale = self.reference.abs().max().item()
-        return CheckResult(err, err / scale if scale > 0 else err, len(self), self.description)
+        diff = (self.total - self.reference).abs()
+        err, scale = diff.max().item(), self.reference.abs().max().item()
+        mass = self.terms.abs().sum((0, 1))
+        ratio = torch.where(mass > 0, diff / mass.clamp_min(torch.finfo(mass.dtype).tiny), diff)
+        return CheckResult(err, err / scale if scale > 0 else err, len(self), self.description,
+                           max_mass_rel_err=ratio.max().item())
 
     # ------------------------------------------------------------------ tables
     def _key_index(self, key_pos: Optional[int]) -> int:

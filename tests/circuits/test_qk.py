@@ -34,7 +34,8 @@ def test_score_pairs_sum_to_the_cached_score_float64(norm, pos):
                 assert isinstance(d, ScoreDecomposition)
                 assert d.terms.shape[-1] == 6 and d.key_pos == tuple(range(6))
                 assert torch.allclose(d.total, real[:, 5, :6], rtol=0, atol=1e-10 * real.abs().max())
-                assert d.check().max_rel_err <= 1e-10
+                c = d.check()
+                assert c.max_rel_err <= 1e-10 and c.max_mass_rel_err <= 1e-12
 
 
 def test_partial_rotary_and_custom_attn_scale():
