@@ -148,15 +148,15 @@ def circuit_tracer_model(graph, slug: str, *, scan: Optional[str] = None, node_t
 def cumulative_influence(nodes) -> Optional[dict]:
     """circuit-tracer's cumulative score per node id: Σ of the influences ≥ its own over the total.
 
-    Taken over the nodes that pruning may drop (not embeddings and logits, which it always keeps and
-    the viewer never hides), as `AttributionGraph.prune` thresholds them, so that the viewer's slider
-    at `node_threshold` shows the pruned graph. Returns None when no such node has a finite influence;
-    nodes without one (NaN, or always kept) are left out.
+    Taken over every node with a finite influence, as circuit-tracer's `prune_graph` and
+    `AttributionGraph.prune` threshold them, so that the viewer's slider at `node_threshold` shows the
+    pruned graph (embeddings and logits are always kept and never hidden). Returns None when no node
+    has a finite influence.
     """
     if "influence" not in nodes.columns:
         return None
     finite = nodes["influence"].map(lambda v: v is not None and math.isfinite(float(v)))
-    known = nodes[finite & ~nodes["kind"].isin(ALWAYS_SHOWN)]
+    known = nodes[finite]
     if not len(known):
         return None
     known = known.sort_values("influence", ascending=False, kind="stable")
@@ -164,7 +164,7 @@ def cumulative_influence(nodes) -> Optional[dict]:
     total = float(values.sum())
     if total <= 0:
         return {nid: None for nid in known["node_id"]}
-    return dict(zip(known["node_id"], (values.cumsum() / total).tolist()))
+    return dict(zip(known["node_id"], (values.cumsum() / total).clip(upper=1.0).tolist()))  # rounding: never > 1
 
 
 def cantor(x: int, y: int) -> int:
