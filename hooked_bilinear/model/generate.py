@@ -66,7 +66,9 @@ class GenerationMixin:
         cache = None
         try:
             for _ in tqdm(range(max_new_tokens), disable=not verbose, desc="generate"):
-                if use_past_kv_cache and tokens.shape[1] <= self.cfg.n_ctx:
+                # the cache holds softmax attention's keys and values; bilinear attention recomputes
+                cacheable = getattr(self.cfg, "attention", "softmax") == "softmax"
+                if use_past_kv_cache and cacheable and tokens.shape[1] <= self.cfg.n_ctx:
                     if cache is None:
                         from hooked_bilinear.model.kv_cache import KeyValueCache
 

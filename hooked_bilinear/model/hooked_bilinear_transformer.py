@@ -139,12 +139,14 @@ class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMi
             tokens = check_tokens(input, self.cfg, what="the input" if pad_mask is not None else "tokens")
             if attention_mask is not None and pad_mask is None:
                 pad_mask = torch.as_tensor(attention_mask, device=tokens.device).bool()
-            attn_kwargs = attention_inputs(*tokens.shape, self.cfg.n_ctx, tokens.device, attention_mask, past_kv_cache)
+            attn_kwargs = attention_inputs(*tokens.shape, self.cfg.n_ctx, tokens.device, attention_mask, past_kv_cache,
+                                           getattr(self.cfg, "attention", "softmax"))
             resid = self._embed(tokens, attn_kwargs.get("positions"))
             start_at_layer = 0
         else:
             resid = check_residual(input, self.cfg, "input (with start_at_layer)")
-            attn_kwargs = attention_inputs(*resid.shape[:2], self.cfg.n_ctx, resid.device, attention_mask, past_kv_cache)
+            attn_kwargs = attention_inputs(*resid.shape[:2], self.cfg.n_ctx, resid.device, attention_mask, past_kv_cache,
+                                           getattr(self.cfg, "attention", "softmax"))
             if tokens is not None:
                 tokens = check_tokens(tokens, self.cfg)
         start = start_at_layer % n_layers if n_layers and start_at_layer < 0 else start_at_layer
@@ -242,5 +244,7 @@ class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMi
         return (
             f"HookedBilinearTransformer({c.model_name!r}: {n_params:,} parameters, n_layers={c.n_layers}, d_model={c.d_model}, "
             f"n_heads={c.n_heads}, d_head={c.d_head}, d_mlp={c.d_mlp}, d_vocab={c.d_vocab}, n_ctx={c.n_ctx}, "
-            f"norm={c.normalization_type}, pos={c.positional_embedding_type}, gate={c.gate})"
+            f"norm={c.normalization_type}, pos={c.positional_embedding_type}, gate={c.gate}"
+            + (", attn_only" if c.attn_only else "")
+            + ("" if getattr(c, "attention", "softmax") == "softmax" else f", attention={c.attention}") + ")"
         )

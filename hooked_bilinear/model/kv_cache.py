@@ -35,7 +35,7 @@ class KeyValueCache:
 
 
 def attention_inputs(batch: int, n: int, n_ctx: int, device, attention_mask: Optional[Tensor],
-                     cache: Optional[KeyValueCache]) -> dict:
+                     cache: Optional[KeyValueCache], attention: str = "softmax") -> dict:
     """The keyword arguments every block's attention gets: `key_mask`, `positions`, `past_kv` (each only if needed).
 
     Positions follow TL's `get_offset_position_ids`: with a padding mask, a row's first real token is
@@ -46,6 +46,8 @@ def attention_inputs(batch: int, n: int, n_ctx: int, device, attention_mask: Opt
         raise InputError(f"the key/value cache holds {past} positions; {n} more exceed n_ctx={n_ctx}")
     if attention_mask is None and cache is None:
         return {}
+    if attention != "softmax":
+        raise InputError(f"attention_mask and past_kv_cache need softmax attention; this model has attention={attention!r}")
     if attention_mask is not None:
         attention_mask = torch.as_tensor(attention_mask, device=device).bool()
         if attention_mask.shape != (batch, n):

@@ -28,6 +28,9 @@ class TLCompatMixin:
         Costs about 3 * n_heads times ln1's activation memory per forward.
         """
         use = bool(use_split_qkv_input)
+        if use and getattr(self.cfg, "attention", "softmax") != "softmax":
+            raise ConfigError(f"set_use_split_qkv_input needs softmax attention; this model has "
+                              f"attention={self.cfg.attention!r}")
         with self.cfg.rebuilding():
             self.cfg.use_split_qkv_input = use
         for block in self.blocks:
