@@ -39,6 +39,12 @@ def fold_layer_norm(model):
     cfg = model.cfg
     if cfg.normalization_type not in ("LN", "RMS", "Scale"):
         return model  # nothing to fold: no norm, or already weightless
+    if cfg.normalization_type == "Scale":  # checked before any weight changes
+        hooked = [name for name, hp in model.hook_dict.items()
+                  if (".ln" in name or name.startswith("ln_final")) and (hp.fwd_hooks or hp.bwd_hooks)]
+        if hooked:  # their hook points disappear with the norms: refuse rather than drop the hooks silently
+            raise ConfigError(f"fold_layer_norm removes a Scale model's norms, and with them the hook points "
+                              f"{hooked}, which hold hooks; remove them first (model.reset_hooks(including_permanent=True))")
     for block in model.blocks:
         attn = block.attn
         for W, b in _attention_inputs(attn, cfg):
@@ -49,11 +55,6 @@ def fold_layer_norm(model):
             _fold_into(block.ln2, [(block.mlp.W_l, block.mlp.b_l), (block.mlp.W_r, block.mlp.b_r)])
     _fold_into(model.ln_final, [(model.unembed.W_U, model.unembed.b_U)])
     if cfg.normalization_type == "Scale":  # x * w folded away: no norm is left at all
-        hooked = [name for name, hp in model.hook_dict.items()
-                  if (".ln" in name or name.startswith("ln_final")) and (hp.fwd_hooks or hp.bwd_hooks)]
-        if hooked:  # their hook points disappear with the norms: refuse rather than drop the hooks silently
-            raise ConfigError(f"fold_layer_norm removes a Scale model's norms, and with them the hook points "
-                              f"{hooked}, which hold hooks; remove them first (model.reset_hooks(including_permanent=True))")
         with cfg.rebuilding():
             cfg.normalization_type = None
             cfg.layer_norm_folding = True

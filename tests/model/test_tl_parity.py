@@ -252,3 +252,14 @@ def test_delegated_methods_carry_the_real_signature_and_docstring():
     assert list(sig.parameters)[:3] == ["tokens", "level", "target"]
     assert model.decompose.__doc__ == decompose.__doc__
     assert "level" in inspect.signature(type(model).decompose).parameters
+
+
+def test_folding_a_scale_norm_refuses_to_drop_hooked_norm_points():
+    """A Scale norm folds away entirely (its hook points go): with hooks on them it refuses and changes nothing."""
+    model = make_model(normalization_type="Scale")
+    model.add_hook("blocks.0.ln1.hook_normalized", lambda x, hook: None)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError, match=r"blocks\.0\.ln1\.hook_normalized"):
+        model.fold_layer_norm()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.cfg.normalization_type == "Scale"
