@@ -230,4 +230,4 @@ _KINDS = {"tok": "embed", "pos": "embed", "bO": "bias", "bout": "bias", "bU": "b
 
 def _kind(node: Node) -> str:
     """The `kind` column (see COLUMNS): what the term is, not whether it can be expanded (that is `expandable`)."""
-    return _KINDS[node.kind]
+    return _KINDS.get(node.kind, node.kind)  # kinds of other expansions (unfrozen patterns) name themselves
