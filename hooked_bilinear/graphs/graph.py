@@ -168,6 +168,12 @@ class AttributionGraph:
 
         return head_loadings(self, edge_or_node, target, qk=qk)
 
+    def error_upstream(self, error_id: str, row_id: str):
+        """An SAE error node's edge into a row, split exactly over the sources: (frame, edge value)."""
+        from hooked_bilinear.graphs.error_upstream import error_upstream
+
+        return error_upstream(self, error_id, row_id)
+
     # ------------------------------------------------------------------ interventions
     def intervene(self, nodes, scale: float = None, value: float = None, model=None):
         """Rerun the real model (nothing frozen) with neurons scaled or set; compare with the graph."""
