@@ -117,7 +117,7 @@ class SpectralMethods:
                 copies of a repeated eigenvalue; see ``block_krylov``); "lanczos" is an alias of
                 "block"; "auto" picks "block" for k ≤ d/16 and d > 1024, else "dense".
             augmented: decompose the [d+1, d+1] bias-augmented Q'_u (vectors act on x' = [x, 1]).
-            tol: block residual tolerance relative to max|λ| (default 1e-5 fp32, 1e-10 fp64).
+            tol: block residual tolerance relative to max|λ| (default 1e-4 fp32, 1e-10 fp64).
             seed: block start seed.
         """
         if method not in _METHODS:
@@ -172,7 +172,7 @@ class SpectralMethods:
             progress: show a progress bar over the directions.
             top: keep the k largest |λ| per direction (None: all d).
             method: with ``top``: "dense", "block", or "auto" ("block" for d ≥ 512 and k ≤ d/16).
-            tol: block residual tolerance relative to max|λ| (default 1e-5 fp32, 1e-10 fp64);
+            tol: block residual tolerance relative to max|λ| (default 1e-4 fp32, 1e-10 fp64);
                 every value returned is then within tol·max|λ| of an eigenvalue.
             seed: block start seed (results are deterministic given it).
 
