@@ -1,9 +1,10 @@
-"""The `hooked-bilinear` command: `demo`, `list`, `info MODEL`, `circuits MODEL INPUT`.
+"""The `hooked-bilinear` command: `demo`, `list`, `info MODEL`, `circuits MODEL INPUT`, `graph MODEL INPUT`.
 
     hooked-bilinear demo                          # the README's main job, offline
     hooked-bilinear list                          # bundled and known Hub models
     hooked-bilinear info modadd-113-1l
     hooked-bilinear circuits modadd-113-1l "37 58 113" --level 2 --plot paths.png
+    hooked-bilinear graph induction-2l "0 5 9 17 23 5 9 17" --out graphs --html
 """
 
 from __future__ import annotations
@@ -137,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     circ.add_argument("--top", type=int, default=15)
     circ.add_argument("--plot", default=None, help="write a bar plot of the top paths here")
     circ.set_defaults(func=cmd_circuits)
+    from hooked_bilinear.graphs.command import add_parser as add_graph_command
+
+    add_graph_command(sub)
     return parser
 
 

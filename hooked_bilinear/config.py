@@ -83,6 +83,7 @@ class HookedBilinearConfig(TransformerLensConfig):
                 raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
         if self.device is None:
             self.device = "cpu"  # explicit over magic: never move to a GPU behind the user's back
+        self.device = _check_device(self.device)
         super().__post_init__()
         if not _is_int(self.n_heads) or self.n_heads <= 0:
             raise ConfigError(f"n_heads must be a positive integer, got {self.n_heads!r}")
@@ -172,6 +173,20 @@ def _is_int(value: Any) -> bool:
 
 def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_device(device: Any) -> Any:
+    """Refuse a device string torch cannot parse, or an accelerator this torch build cannot use."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device={device!r} is not a torch device; expected e.g. 'cpu' or 'cuda:0'") from None
+    backend = {"cuda": torch.cuda, "mps": getattr(torch.backends, "mps", None)}.get(dev.type)
+    if backend is not None and not backend.is_available():
+        raise ConfigError(f"device={device!r} but this torch build cannot use {dev.type} "
+                          f"(torch.{dev.type if dev.type == 'cuda' else 'backends.mps'}.is_available() is False); "
+                          "use device='cpu' (from_pretrained(..., device='cpu') overrides a saved config)")
+    return device
 
 
 def _parse_dtype(name: str) -> torch.dtype:

@@ -1,4 +1,4 @@
-"""Our HookPoint: TransformerLens's, plus a check that a hook returns a tensor of the same shape and dtype.
+"""Our HookPoint: TransformerLens's, plus a check that a hook returns a tensor of the same shape, dtype and device.
 
 It is a subclass, so TL's tools (which test `isinstance(module, HookPoint)`) accept it.
 """
@@ -28,6 +28,11 @@ def _checked(fn: Callable) -> Callable:
             raise HookReturnError(
                 f"hook {getattr(fn, '__name__', fn)!r} at {hook.name!r} returned {type(out).__name__}; "
                 f"return None or a Tensor of shape {tuple(tensor.shape)}"
+            )
+        if out.device != tensor.device:
+            raise HookReturnError(
+                f"hook {getattr(fn, '__name__', fn)!r} at {hook.name!r} returned a tensor on device {out.device}; "
+                f"expected {tensor.device}, where its input (and the model) is"
             )
         if out.shape != tensor.shape or out.dtype != tensor.dtype:
             raise HookReturnError(

@@ -7,28 +7,44 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import Tensor
 
 from hooked_bilinear.circuits.nodes import Node
+from hooked_bilinear.errors import InputError
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """How well Σ terms reproduces the real forward pass: max |Σ − ref| and that over max |ref|."""
+    """How well Σ terms reproduces the real forward pass.
+
+    Attributes:
+        max_abs_err: max over output elements of |Σ terms − reference|.
+        max_rel_err: max_abs_err / max |reference| (misleading for a near-zero reference, e.g. a
+            near-tied logit difference, where it divides by a tiny number).
+        n_terms: number of terms.
+        what: what was decomposed (and, for a float64 pass of a float32 model, that it is the reference).
+        max_mass_rel_err: max over output elements of |Σ terms − reference| / Σ_terms |term|, the error
+            relative to the terms' absolute mass: rounding of a sum is bounded by its mass times the unit
+            roundoff, so this stays near ε_dtype even when the terms cancel to a tiny total.
+    """
 
     max_abs_err: float
     max_rel_err: float
     n_terms: int
     what: str
+    max_mass_rel_err: float = float("nan")
 
     def __str__(self) -> str:
         return (f"Σ of {self.n_terms} terms vs the real {self.what}: max abs err {self.max_abs_err:.2e}, "
-                f"max rel err {self.max_rel_err:.2e}")
+                f"max err / terms' abs mass {self.max_mass_rel_err:.2e}, max rel err {self.max_rel_err:.2e}")
 
-    def assert_ok(self, rtol: float) -> "CheckResult":
-        """Raise AssertionError unless max_rel_err <= rtol."""
+    def assert_ok(self, rtol: float, mass_rtol: Optional[float] = None) -> "CheckResult":
+        """Raise AssertionError unless max_rel_err <= rtol (and max_mass_rel_err <= mass_rtol when given)."""
         if not self.max_rel_err <= rtol:
             raise AssertionError(f"{self} exceeds rtol={rtol:.1e}")
+        if mass_rtol is not None and not self.max_mass_rel_err <= mass_rtol:
+            raise AssertionError(f"{self} exceeds mass_rtol={mass_rtol:.1e}")
         return self
 
 
@@ -73,10 +89,18 @@ class PathDecomposition:
         return self.values.sum(0)
 
     def check(self) -> CheckResult:
-        """Max absolute and relative error of Σ terms against the real forward pass."""
-        err = (self.total - self.reference).abs().max().item()
+        """Errors of Σ terms against the real forward pass (see `CheckResult`).
+
+        The reference is read off the cached forward-pass output by plain indexing
+        (`circuits/reference.py`), independently of the weights that read the terms out.
+        """
+        diff = (self.total - self.reference).abs()
+        err = diff.max().item()
         scale = self.reference.abs().max().item()
-        return CheckResult(err, err / scale if scale > 0 else err, len(self), self.description)
+        mass = self.values.abs().sum(0)
+        ratio = torch.where(mass > 0, diff / mass.clamp_min(torch.finfo(mass.dtype).tiny), diff)
+        return CheckResult(err, err / scale if scale > 0 else err, len(self), self.description,
+                           max_mass_rel_err=ratio.max().item())
 
     # ------------------------------------------------------------------ tables
     def to_frame(self) -> pd.DataFrame:
@@ -129,10 +153,17 @@ class PathDecomposition:
         diagonal (the norm instead without a target), so the upper triangle sums to the MLP's contribution.
 
         Raises:
+            InputError: `layer` is not an int in [0, n_layers), or the model has no MLPs.
             KeyError: the decomposition does not hold every pair term of that layer (level 2 does).
         """
         if self.table is None:
             raise KeyError("this decomposition has no node table")
+        n_layers = self.table.n_layers
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
+            raise InputError(f"pair_table(layer) needs a layer in [0, n_layers={n_layers}), got {layer!r} "
+                             "(negative indices are not accepted: name the layer)")
+        if not self.table.has_mlp:
+            raise InputError("pair_table: this model is attention-only, it has no MLP pair terms")
         inputs = self.table.mlp_inputs(layer)
         where = {n.id: i for i, n in enumerate(self.nodes)}
         col = self.values.mean(1) if self.has_target else self.norms

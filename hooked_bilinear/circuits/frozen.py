@@ -13,7 +13,8 @@ never modified: the folding is done on fresh tensors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -85,6 +86,7 @@ def fold_weights(model, dtype: Optional[torch.dtype] = None) -> Folded:
     """Fold norms and value biases on copies of the weights (the model is not touched)."""
     cfg = model.cfg
     check_bilinear(model)
+    check_dtype(dtype)
     dtype = dtype or cfg.dtype
     dev = model.W_E.device
     d = cfg.d_model
@@ -135,6 +137,10 @@ class FrozenRun:
         scale_final: [batch, n, 1]
         logits: the real logits [batch, n, d_vocab]
         resid: real residual stream entering layer l, for l in 0..n_layers (the last is the final one)
+        n_input: length of the input before trimming to `n` (negative target positions count from it)
+        pass_dtype: dtype of the forward pass that `logits`, `resid`, patterns and scales come from
+        model_dtype: the model's own dtype (differs from pass_dtype when a float64 pass of a float32
+            model was run, see `freeze`)
     """
 
     tokens: Int[Tensor, "batch n"]
@@ -146,6 +152,10 @@ class FrozenRun:
     logits: Tensor
     resid: list[Tensor]
     n_heads: int
+    extra: dict = field(default_factory=dict)  # cached hooks asked for with `extra_names`, trimmed like the rest
+    n_input: Optional[int] = None
+    pass_dtype: Optional[torch.dtype] = None
+    model_dtype: Optional[torch.dtype] = None
 
     @property
     def n(self) -> int:
@@ -171,17 +181,49 @@ def to_tokens(model, tokens) -> Tensor:
     return tokens
 
 
+def check_dtype(dtype) -> None:
+    """Refuse a compute dtype that is not a real floating-point torch dtype (before anything is computed)."""
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise InputError(f"dtype must be a floating-point torch dtype such as torch.float64 or None (the model's), "
+                         f"got {dtype!r}")
+
+
+def _finer(dtype: Optional[torch.dtype], than: torch.dtype) -> bool:
+    return dtype is not None and torch.finfo(dtype).eps < torch.finfo(than).eps
+
+
+def upcast_copy(model, dtype: torch.dtype):
+    """A copy of `model` in `dtype` (float32 → float64 is exact); the tokenizer is shared, not copied."""
+    memo = {id(model.tokenizer): model.tokenizer} if getattr(model, "tokenizer", None) is not None else {}
+    return copy.deepcopy(model, memo).to(dtype)
+
+
 @torch.no_grad()
-def freeze(model, tokens: Tensor, n_keep: Optional[int] = None, dtype: Optional[torch.dtype] = None) -> FrozenRun:
+def freeze(model, tokens: Tensor, n_keep: Optional[int] = None, dtype: Optional[torch.dtype] = None,
+           extra_names: tuple[str, ...] = ()) -> FrozenRun:
     """Run the model once with a cache and freeze patterns and norm scales.
 
     Args:
         n_keep: keep only the first n_keep positions (exact: the model is causal, later positions
             never influence earlier ones).
-        dtype: compute the expansion in this dtype (e.g. float64 for a float32 model).
+        dtype: compute the expansion in this dtype (e.g. float64 for a float32 model). When it is finer
+            than the model's, the forward pass itself runs on a copy of the model in `dtype`, so patterns,
+            norm scales, `extra` and the reference logits carry no float32 rounding and Σ terms matches
+            that pass to float64 precision (the float32 model's own logits differ from it by its
+            rounding, ~1e-7).
+        extra_names: further hook names to cache; their values land in `run.extra` (positions trimmed
+            to the first n_keep on the `pos` axis, axis 1).
+
+    Raises:
+        InputError: `dtype` is not a floating-point dtype.
     """
+    check_dtype(dtype)
     cfg = model.cfg
     check_bilinear(model)
+    model_dtype = cfg.dtype
+    if _finer(dtype, model_dtype):
+        model = upcast_copy(model, dtype)
+        cfg = model.cfg
     folded = fold_weights(model, dtype)
     dtype = folded.W_E.dtype
     L = cfg.n_layers
@@ -194,6 +236,7 @@ def freeze(model, tokens: Tensor, n_keep: Optional[int] = None, dtype: Optional[
             names.add(f"blocks.{l}.ln2.hook_scale")
     if L:
         names.add(f"blocks.{L - 1}.hook_resid_post")
+    names |= set(extra_names)
     was_training = model.training
     model.eval()
     try:
@@ -216,5 +259,6 @@ def freeze(model, tokens: Tensor, n_keep: Optional[int] = None, dtype: Optional[
     return FrozenRun(
         tokens=tokens[:, :n], folded=folded, patterns=patterns, scale1=scale1, scale2=scale2,
         scale_final=scale("ln_final.hook_scale", model.ln_final is not None), logits=logits[:, :n].to(dtype),
-        resid=resid, n_heads=cfg.n_heads,
+        resid=resid, n_heads=cfg.n_heads, extra={k: t(k) for k in extra_names},
+        n_input=tokens.shape[1], pass_dtype=logits.dtype, model_dtype=model_dtype,
     )

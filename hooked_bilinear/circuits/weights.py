@@ -73,7 +73,7 @@ def rotary_matrix(model, layer: int, offset: int) -> Tensor:
     if not 0 <= offset < model.cfg.n_ctx:
         raise InputError(f"offset (query pos − key pos) must be in [0, n_ctx={model.cfg.n_ctx}), got {offset}")
     r = model.cfg.rotary_dim
-    cos, sin = attn.rotary_cos[offset], attn.rotary_sin[offset]
+    cos, sin = (t[offset] for t in attn.rotary_tables(offset + 1, eye.device, eye.dtype))
     rot = eye[:, :r] * cos + rotate_half(eye[:, :r]) * sin
     return torch.cat([rot, eye[:, r:]], dim=1)
 

@@ -7,7 +7,7 @@ heads are summed inside one matmul, which is the same math with less memory traf
 
 from __future__ import annotations
 
-import functools
+from typing import Optional
 
 import torch
 from jaxtyping import Float
@@ -33,17 +33,10 @@ def rotary_tables(n_ctx: int, rotary_dim: int, base: float, dtype: torch.dtype) 
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
-@functools.lru_cache(maxsize=8)
-def _constant_buffers(n_ctx: int, rotary_dim: int, base: float, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-    """Causal mask [n_ctx, n_ctx] (True above the diagonal) and RoPE cos/sin tables, on the CPU.
-
-    Built once and shared by every layer (and model) with the same sizes: they are constants,
-    never modified in place, and small tensor ops are costly on a busy machine (thread wake-ups).
-    """
-    with torch.inference_mode(False):  # normal tensors even when first built under inference_mode
-        mask = torch.ones(n_ctx, n_ctx, dtype=torch.bool, device="cpu").triu(1)
-        cos, sin = rotary_tables(n_ctx, rotary_dim, base, dtype) if rotary_dim else (None, None)
-    return mask, cos, sin
+def causal_mask(n: int, device) -> Tensor:
+    """[n, n] bool, True above the diagonal (the keys a query may not see)."""
+    with torch.inference_mode(False):  # a normal tensor even when first built under inference_mode
+        return torch.ones(n, n, dtype=torch.bool, device=device).triu(1)
 
 
 def _is_hooked(hook: HookPoint) -> bool:
@@ -80,20 +73,53 @@ class Attention(nn.Module):
         self.hook_result = HookPoint()  # [batch, pos, head, d_model]
 
     def init_buffers(self, device=None) -> None:
-        """(Re)build the non-persistent buffers: causal `mask` [n_ctx, n_ctx] and RoPE tables.
+        """Forget the lazily built constants (causal mask, RoPE tables); the next forward rebuilds them.
 
-        Built on the CPU, then moved to `device` when given. Called by the constructor, and by
-        loaders after building on the meta device.
+        They are not buffers: each is built on first use at the length actually used (grown
+        geometrically up to n_ctx), on the input's device and, for RoPE, in the input's dtype from
+        float64 angles, so `.double()` gets float64-exact tables and an n_ctx=100000 config costs
+        nothing until a long input comes. They belong to this module (freed with the model), never
+        to a module-level cache. `device` is accepted for backward compatibility and ignored.
         """
-        cfg = self.cfg
-        rotary_dim = cfg.rotary_dim if self.rotary else 0
-        mask, cos, sin = _constant_buffers(cfg.n_ctx, rotary_dim, float(cfg.rotary_base), cfg.dtype)
-        if device is not None:
-            mask, cos, sin = (t if t is None else t.to(device) for t in (mask, cos, sin))
-        self.register_buffer("mask", mask, persistent=False)
-        if self.rotary:
-            self.register_buffer("rotary_cos", cos, persistent=False)
-            self.register_buffer("rotary_sin", sin, persistent=False)
+        self._mask: Optional[Tensor] = None
+        self._rope: Optional[tuple[Tensor, Tensor]] = None
+
+    def _grown(self, have: Optional[Tensor], n: int) -> int:
+        """Length to build so that n positions fit: at least double the last one, at most n_ctx."""
+        old = 0 if have is None else have.shape[0]
+        return max(n, min(self.cfg.n_ctx, 2 * old))
+
+    def causal_mask(self, n: int, device) -> Tensor:
+        """[n, n] bool mask (True = masked), a view of this module's lazily grown table."""
+        m = self._mask
+        if m is None or m.shape[0] < n or m.device != torch.device(device):
+            m = self._mask = causal_mask(self._grown(m, n), device)
+        return m[:n, :n]
+
+    def rotary_tables(self, n: int, device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """cos, sin [n, rotary_dim] in `dtype` (from float64 angles), views of the lazily grown tables."""
+        rope = self._rope
+        if rope is None or rope[0].shape[0] < n or rope[0].device != torch.device(device) or rope[0].dtype != dtype:
+            size = self._grown(None if rope is None or rope[0].dtype != dtype else rope[0], n)
+            with torch.inference_mode(False):
+                cos, sin = rotary_tables(size, self.cfg.rotary_dim, float(self.cfg.rotary_base), dtype)
+            rope = self._rope = (cos.to(device), sin.to(device))
+        return rope[0][:n], rope[1][:n]
+
+    @property
+    def mask(self) -> Tensor:
+        """The full [n_ctx, n_ctx] causal mask on the weights' device (built on demand; forward uses less)."""
+        return self.causal_mask(self.cfg.n_ctx, self.W_Q.device)
+
+    @property
+    def rotary_cos(self) -> Tensor:
+        """RoPE cos table [n_ctx, rotary_dim] in the weights' dtype (built on demand)."""
+        return self.rotary_tables(self.cfg.n_ctx, self.W_Q.device, self.W_Q.dtype)[0]
+
+    @property
+    def rotary_sin(self) -> Tensor:
+        """RoPE sin table [n_ctx, rotary_dim] in the weights' dtype (built on demand)."""
+        return self.rotary_tables(self.cfg.n_ctx, self.W_Q.device, self.W_Q.dtype)[1]
 
     @property
     def OV(self):
@@ -116,8 +142,8 @@ class Attention(nn.Module):
 
     def _rotate(self, x: Tensor) -> Tensor:
         n, r = x.shape[1], self.cfg.rotary_dim
-        cos = self.rotary_cos[:n, None, :]
-        sin = self.rotary_sin[:n, None, :]
+        cos, sin = self.rotary_tables(n, x.device, x.dtype)
+        cos, sin = cos[:, None, :], sin[:, None, :]
         if r == x.shape[-1]:
             return x * cos + rotate_half(x) * sin
         x_rot, x_pass = x[..., :r], x[..., r:]
@@ -132,7 +158,7 @@ class Attention(nn.Module):
             q = self.hook_rot_q(self._rotate(q))
             k = self.hook_rot_k(self._rotate(k))
         scores = torch.matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)) / self.cfg.attn_scale
-        scores = scores.masked_fill(self.mask[:n, :n], float("-inf"))
+        scores = scores.masked_fill(self.causal_mask(n, scores.device), float("-inf"))
         pattern = self.hook_pattern(torch.softmax(self.hook_attn_scores(scores), dim=-1))
         z = self.hook_z(torch.matmul(pattern, v.transpose(1, 2)).transpose(1, 2))
         h, e, d = self.W_O.shape

@@ -3,7 +3,8 @@
 Every loader (our format and the public ones) ends here: construct the model on the meta device
 (`skip_init`), check the tensors against it by name and shape, assign them
 (`load_state_dict(assign=True)`, so the checkpoint's tensors become the parameters without a copy),
-then move the non-persistent buffers (causal mask, RoPE tables, built on the CPU) to the real device.
+then rebuild any non-persistent buffers on the real device (the attention's causal mask and RoPE
+tables are not buffers: they are built lazily at the length used, see `components/attention.py`).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def check_state_dict(model, state: dict[str, Tensor], source: str, nonfinite: st
         nonfinite: "warn", "raise" or "ignore" when a tensor holds NaN or inf.
 
     Raises:
-        CheckpointError: a missing, unexpected or mis-shaped tensor (or a NaN with nonfinite="raise").
+        CheckpointError: a missing, unexpected, mis-shaped or non-float tensor (or a NaN with nonfinite="raise").
     """
     if nonfinite not in NONFINITE:
         raise ValueError(f"nonfinite must be one of {NONFINITE}, got {nonfinite!r}")
@@ -68,6 +69,11 @@ def check_state_dict(model, state: dict[str, Tensor], source: str, nonfinite: st
             raise CheckpointError(
                 f"{source}: tensor {name!r} has shape {tuple(tensor.shape)} but the config expects "
                 f"{tuple(expected[name].shape)}"
+            )
+        if expected[name].is_floating_point() and not tensor.is_floating_point():
+            raise CheckpointError(
+                f"{source}: tensor {name!r} has dtype {tensor.dtype} but it is a float parameter (the model "
+                f"uses {expected[name].dtype}); integer or bool weights are refused, not cast"
             )
         if nonfinite != "ignore" and tensor.is_floating_point() and not _all_finite(tensor):
             msg = f"{source}: tensor {name!r} contains NaN or inf values"

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from hooked_bilinear.config import ConfigError, HookedBilinearConfig
 from hooked_bilinear.errors import CheckpointError
 from hooked_bilinear.loading.build import build_model
+from hooked_bilinear.loading.shapes import check_config_shapes
 
 FORMAT_KEY = "hooked_bilinear_format"
 FORMAT_VERSION = 1
@@ -81,7 +82,8 @@ def load_native(directory: Union[str, os.PathLike], device: Optional[str] = None
         **overrides: config fields to replace (None values are ignored).
 
     Raises:
-        CheckpointError: missing/corrupt files, or tensors that do not match the config (named).
+        CheckpointError: missing/corrupt files, a config size that contradicts a tensor's shape (the
+            field is named, checked before anything is built), or tensors that do not match the config.
     """
     from hooked_bilinear.model.hooked_bilinear_mlp import HookedBilinearMLP, HookedBilinearMLPConfig
     from hooked_bilinear.model.hooked_bilinear_transformer import HookedBilinearTransformer
@@ -95,6 +97,10 @@ def load_native(directory: Union[str, os.PathLike], device: Optional[str] = None
         config["device"] = str(device)
     if dtype is not None:
         config["dtype"] = str(dtype).removeprefix("torch.")
+    if architecture == "HookedBilinearTransformer":
+        # derived (always n_heads: grouped-query attention is refused); a stale saved value would turn an
+        # edited n_heads into an error about a field the user never set
+        config.pop("n_key_value_heads", None)
     if architecture not in ("HookedBilinearMLP", "HookedBilinearTransformer"):
         raise CheckpointError(f"{directory}: unknown architecture {architecture!r}")
     try:
@@ -106,6 +112,8 @@ def load_native(directory: Union[str, os.PathLike], device: Optional[str] = None
         given = f" (with overrides {sorted(overrides)})" if overrides else ""
         raise CheckpointError(f"{directory / 'config.json'}{given} is not a valid {architecture} config: {e}") from e
     state = read_safetensors(directory / "model.safetensors")
+    if architecture == "HookedBilinearTransformer":
+        check_config_shapes(cfg, state, str(directory / "config.json"))
     model = build_model(model_cls, cfg, state, str(directory), nonfinite=nonfinite)
     saved = load_local_tokenizer(directory) if tokenizer else None
     if saved is not None:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from hooked_bilinear._tl import ActivationCache, HookedRootModule
 from hooked_bilinear.components.bilinear_mlp import GATE_FUNCTIONS
-from hooked_bilinear.config import GATES, ConfigError, _parse_dtype
+from hooked_bilinear.config import GATES, ConfigError, _check_device, _parse_dtype
 from hooked_bilinear.errors import InputError, NotBilinearError
 from hooked_bilinear.hook_point import HookPoint
 from hooked_bilinear.model.config_sync import ConfigSyncMixin
@@ -59,6 +59,7 @@ class HookedBilinearMLPConfig:
     def __post_init__(self) -> None:
         if isinstance(self.dtype, str):
             self.dtype = _parse_dtype(self.dtype)
+        self.device = _check_device(self.device)
         for name in ("d_input", "d_hidden", "n_layers", "n_classes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -112,7 +112,8 @@ class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMi
         n_layers = self.cfg.n_layers
         for name, value in (("start_at_layer", start_at_layer), ("stop_at_layer", stop_at_layer)):
             # Out-of-range values would slice self.blocks to nothing and return a wrong answer silently.
-            if value is not None and not (isinstance(value, int) and -n_layers <= value <= n_layers):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not -n_layers <= value <= n_layers):  # True is not a layer
                 raise InputError(f"{name} must be an integer in [-n_layers, n_layers] = [{-n_layers}, {n_layers}], "
                                  f"got {value!r}")
         pad_mask = None  # for a padded batch of strings, the loss skips the padding

@@ -16,13 +16,16 @@ def check_tokens(tokens: Tensor, cfg: HookedBilinearConfig) -> Tensor:
     """Validate a token tensor and return it as int64 `[batch, pos]` on `cfg.device`.
 
     Raises:
-        InputError: float/bool dtype, rank not 1 or 2, empty sequence, ids outside
+        InputError: float/bool dtype, meta device, rank not 1 or 2, empty sequence, ids outside
             `[0, d_vocab)`, or more than `n_ctx` positions.
     """
     if not isinstance(tokens, Tensor):
         raise InputError(f"tokens must be a torch.Tensor (or a string with a tokenizer attached), got {type(tokens).__name__}")
     if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
         raise InputError(f"tokens must have an integer dtype, got {tokens.dtype}; token ids are indices into W_E")
+    if tokens.device.type == "meta":
+        raise InputError(f"tokens are on the meta device (shape {tuple(tokens.shape)}, no values); "
+                         f"pass real token ids (the model is on {cfg.device})")
     if tokens.ndim == 1:
         tokens = tokens[None]
     if tokens.ndim != 2:
@@ -46,6 +49,8 @@ def check_residual(x: Tensor, cfg: HookedBilinearConfig, what: str = "residual")
         raise InputError(f"{what} must have shape [batch, pos, d_model={cfg.d_model}], got {shape}")
     if x.dtype != cfg.dtype:
         raise InputError(f"{what} has dtype {x.dtype} but the model computes in {cfg.dtype}")
+    if x.device.type == "meta":
+        raise InputError(f"{what} is on the meta device (no values); the model is on {cfg.device}")
     return x
 
 

@@ -137,7 +137,7 @@ def test_config_that_disagrees_with_the_weights(saved):
     config = json.loads((path / "config.json").read_text())
     config["d_mlp"] = 30
     (path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"has shape \(16, 24\) but the config expects \(16, 30\)"):
+    with pytest.raises(CheckpointError, match=r"config d_mlp=30 but tensor 'blocks.0.mlp.W_l' has shape \(16, 24\)"):
         HookedBilinearTransformer.from_pretrained(path)
 
 

@@ -1,0 +1,116 @@
+"""Head loadings: an edge between positions split exactly over the heads it flows through (spec graphs §2).
+
+With patterns frozen, a source's write c at position q reaches a row only through attention: each block
+adds Σ_h head_h(X) to what it reads. For any one block l between source and row, the edge splits as
+
+    e(s→r) = Σ_h G_l · head_{l,h}(X_l)  +  G_l · X_l          (X_l: the write carried to block l's input,
+                                                             G_l: the row's encoder carried back to block l's output)
+
+so `loading[l, h]` is the part of the edge through head (l, h) (every path through that head), and each
+block's loadings plus its skip term sum to the edge. Sources that are sums (remainders) have no loadings.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hooked_bilinear.errors import InputError
+from hooked_bilinear.graphs.rows import PromptRun, neuron_encoders
+
+
+def _write(graph, pr: PromptRun, src) -> tuple[torch.Tensor, int]:
+    """(write [d] at the source's position, first block whose attention reads it)."""
+    f, kind, l, q = pr.folded, src["kind"], int(src["layer"]), int(src["pos"])
+    if kind == "embedding":
+        return f.W_E[pr.tokens[q]], 0
+    if kind == "position":
+        return f.W_pos[q], 0
+    if kind == "constant":
+        L = f.layers[l]
+        return L.b_O + (L.b_out if L.has_mlp else 0), l + 1
+    if kind == "neuron":
+        return pr.h[l][q, int(src["index"])] * f.layers[l].W_out[int(src["index"])], l + 1
+    raise InputError(f"node {src['node_id']!r} is a {kind} node: it has no single write to split over heads")
+
+
+def _encoder(graph, pr: PromptRun, row) -> tuple[torch.Tensor, int]:
+    """(encoder [d] at the row's position, last block whose attention it reads)."""
+    nL = pr.n_layers
+    if row["kind"] == "neuron":
+        l, p, k = int(row["layer"]), int(row["pos"]), int(row["index"])
+        enc, _ = neuron_encoders(pr, l, torch.tensor([p]), torch.tensor([k]))
+        return enc[0], l
+    if row["kind"] != "logit":
+        raise InputError(f"node {row['node_id']!r} is not a row (a neuron or logit node)")
+    key = row["node_id"].split("_")[1]
+    w = torch.zeros(pr.logits.shape[-1], dtype=pr.logits.dtype)
+    if key.startswith("d"):
+        match = [g for g in graph._targets if g.key == key and g.pos == int(row["pos"])] if graph._targets else []
+        if not match:
+            raise InputError("head loadings of a direction target need the graph as built (not loaded)")
+        w = match[0].w
+    elif "-" in key:
+        a, b = (int(x) for x in key.split("-"))
+        w[a], w[b] = 1, -1
+    else:
+        w[int(key)] = 1
+    return (pr.folded.W_U @ w) / pr.sf[int(row["pos"])], nL - 1
+
+
+def _loadings(pr: PromptRun, c: torch.Tensor, q: int, first: int, enc: torch.Tensor, p: int, last: int):
+    f, n = pr.folded, pr.n
+    X = c.new_zeros(n, c.shape[0])
+    X[q] = c
+    outs = {}
+    for l in range(first, last + 1):
+        L = f.layers[l]
+        v = torch.einsum("nd,hde->hne", X / pr.s1[l], L.W_V)
+        Y = torch.einsum("hne,hed->hnd", pr.patterns[l] @ v, L.W_O)  # [H, n, d]
+        outs[l] = (X, Y)
+        X = X + Y.sum(0)
+    G = enc.new_zeros(n, enc.shape[0])
+    G[p] = enc
+    rows = []
+    for l in range(last, first - 1, -1):
+        Xl, Y = outs[l]
+        per_head = torch.einsum("nd,hnd->h", G, Y)
+        rows += [(l, h, float(per_head[h])) for h in range(Y.shape[0])]
+        rows.append((l, -1, float((G * Xl).sum())))  # the part that skips block l's attention
+        L = f.layers[l]
+        T = torch.einsum("pd,hed->hpe", G, L.W_O)
+        G = G + torch.einsum("hqe,hde->qd", pr.patterns[l].transpose(1, 2) @ T, L.W_V) / pr.s1[l]
+    return rows
+
+
+@torch.no_grad()
+def head_loadings(graph, edge_or_node, target=None):
+    """Per-head split of edges: one (source, target) edge, or every incoming edge of a node from other positions.
+
+    Returns a DataFrame: source, target, weight (the edge), layer, head (-1 = skips that block's
+    attention), loading, share (loading / weight); per (edge, layer) the loadings sum to the edge.
+    """
+    import pandas as pd
+
+    pr = graph._prompt_run()
+    table = graph.nodes.set_index("node_id")
+    if target is not None or isinstance(edge_or_node, tuple):
+        src, tgt = (edge_or_node, target) if target is not None else edge_or_node
+        e = graph.edges[(graph.edges["source"] == src) & (graph.edges["target"] == tgt)]
+        if e.empty:
+            raise InputError(f"no edge {src!r} -> {tgt!r} in this graph")
+    else:
+        graph._node(edge_or_node)
+        e = graph.edges[graph.edges["target"] == edge_or_node]
+        kinds = e["source"].map(table["kind"])
+        e = e[(e["source"].map(table["pos"]) != table.loc[edge_or_node, "pos"]) & (kinds != "remainder")]
+    out = []
+    for s, t, w in e[["source", "target", "weight"]].itertuples(index=False):
+        srow, trow = table.loc[s].copy(), table.loc[t].copy()
+        srow["node_id"], trow["node_id"] = s, t
+        c, first = _write(graph, pr, srow)
+        enc, last = _encoder(graph, pr, trow)
+        for l, h, v in _loadings(pr, c, int(srow["pos"]), first, enc, int(trow["pos"]), last):
+            out.append((s, t, w, l, h, v))
+    df = pd.DataFrame(out, columns=["source", "target", "weight", "layer", "head", "loading"])
+    df["share"] = df["loading"] / df["weight"].where(df["weight"] != 0)
+    return df

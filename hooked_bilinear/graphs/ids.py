@@ -1,0 +1,100 @@
+"""Node numbering and circuit-tracer-style node ids.
+
+Inside the builder every node is an integer (vectorised bookkeeping); the frames carry string ids
+that follow circuit-tracer's scheme where it has one (`frontend/graph_models.py`): a neuron is a
+feature `f"{layer}_{index}_{pos}"`, a token embedding `f"E_{token}_{pos}"`, a logit
+`f"{n_layers + 1}_{token}_{pos}"`. Our extra kinds: `P_{pos}_{pos}` (position embedding),
+`C_{layer}_{pos}` (the constants of block `layer` written at `pos`; layer = n_layers is b_U),
+`R_{row}_{layer}` (the exact sum of a row's dropped edges from one source layer; layer -1 = embeddings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Numbering:
+    """Integer ids for the leaves and neurons of one prompt: tok | pos | const | neurons | logits."""
+
+    n: int        # positions
+    n_layers: int
+    d_mlp: int    # 0 for attention-only models
+
+    @property
+    def pos0(self) -> int:
+        return self.n
+
+    @property
+    def const0(self) -> int:
+        return 2 * self.n
+
+    @property
+    def neuron0(self) -> int:
+        return 2 * self.n + (self.n_layers + 1) * self.n
+
+    @property
+    def logit0(self) -> int:
+        return self.neuron0 + self.n_layers * self.n * self.d_mlp
+
+    def tok(self, p):
+        return p
+
+    def pos(self, p):
+        return self.pos0 + p
+
+    def const(self, layer, p):
+        return self.const0 + layer * self.n + p
+
+    def neuron(self, layer, p, k):
+        return self.neuron0 + (layer * self.n + p) * self.d_mlp + k
+
+    def decode(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Integer ids (below logit0) -> kind code (0 tok, 1 pos, 2 const, 3 neuron), layer, pos, index."""
+        ids = np.asarray(ids, dtype=np.int64)
+        kind = np.select([ids < self.pos0, ids < self.const0, ids < self.neuron0], [0, 1, 2], 3)
+        layer = np.full(ids.shape, -1, dtype=np.int64)
+        pos = np.zeros(ids.shape, dtype=np.int64)
+        index = np.full(ids.shape, -1, dtype=np.int64)
+        pos[kind == 0] = ids[kind == 0]
+        pos[kind == 1] = ids[kind == 1] - self.pos0
+        c = ids[kind == 2] - self.const0
+        layer[kind == 2], pos[kind == 2] = c // self.n, c % self.n
+        if self.d_mlp:
+            r = ids[kind == 3] - self.neuron0
+            layer[kind == 3] = r // (self.n * self.d_mlp)
+            pos[kind == 3] = (r // self.d_mlp) % self.n
+            index[kind == 3] = r % self.d_mlp
+        return {"kind": kind, "layer": layer, "pos": pos, "index": index}
+
+
+KIND_NAMES = np.array(["embedding", "position", "constant", "neuron"])
+
+
+def neuron_id(layer: int, index: int, pos: int) -> str:
+    return f"{layer}_{index}_{pos}"
+
+
+def logit_id(n_layers: int, key: str, pos: int) -> str:
+    return f"{n_layers + 1}_{key}_{pos}"
+
+
+def remainder_id(row_id: str, layer: int) -> str:
+    return f"R_{row_id}_{layer}"
+
+
+def string_ids(kind: np.ndarray, layer: np.ndarray, pos: np.ndarray, index: np.ndarray, tokens: np.ndarray) -> list[str]:
+    """String ids of decoded leaf/neuron nodes (kind codes as in `Numbering.decode`)."""
+    out = []
+    for k, l, p, i in zip(kind.tolist(), layer.tolist(), pos.tolist(), index.tolist()):
+        if k == 0:
+            out.append(f"E_{int(tokens[p])}_{p}")
+        elif k == 1:
+            out.append(f"P_{p}_{p}")
+        elif k == 2:
+            out.append(f"C_{l}_{p}")
+        else:
+            out.append(neuron_id(l, i, p))
+    return out

@@ -1,0 +1,153 @@
+"""Edges into a batch of rows from every source, in one backward sweep through the frozen model (spec graphs §1).
+
+With attention patterns A and norm scales σ frozen, the residual stream at every point is linear in the
+source writes: token and position embeddings, the constants of each block (b_O' after folding, b_out,
+the MLP branch biases) and each neuron's write `h_k W_out[k]`. A row's value is `e · x[p]` for an
+encoder `e` at one point (a neuron: its half-gradient `½(b_k W_l''[:,k] + a_k W_r''[:,k]) / σ2[p]` at
+resid_mid; a logit: `W_U'' w / σf[p]` at the final residual), plus its own constant. The edge from a
+source is the encoder carried back to where the source writes, dotted with the write. Carrying back is
+the transpose of the frozen heads, one batched step per block for all rows at once:
+
+    G_pre[q] = G_mid[q] + Σ_h Σ_p A_h[p, q] (G_mid[p] W_O_hᵀ W_V''_hᵀ) / σ1[q]
+
+MLPs are nodes, so nothing flows back through them (their skip connection is the identity).
+By Euler's theorem for the quadratic `h = a b`, the edges of a neuron row sum to `h` exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from hooked_bilinear.circuits.frozen import Folded, FrozenRun
+
+
+@dataclass
+class PromptRun:
+    """One prompt of a frozen run, with the MLP branch values replayed from the real residual stream.
+
+    Attributes (n positions, m = d_mlp):
+        tokens: [n]; patterns: per layer [H, n, n]; s1, s2: per layer [n, 1]; sf: [n, 1]
+        a, b, h: per layer [n, m] left branch, right branch (biases included) and product (replayed)
+        h_real: per layer [n, m] `blocks.{l}.mlp.hook_post` of the real forward pass
+        logits: [n, d_vocab] real logits
+    """
+
+    folded: Folded
+    tokens: Tensor
+    patterns: list[Tensor]
+    s1: list[Tensor]
+    s2: list[Optional[Tensor]]
+    sf: Tensor
+    a: list[Optional[Tensor]]
+    b: list[Optional[Tensor]]
+    h: list[Optional[Tensor]]
+    h_real: list[Optional[Tensor]]
+    logits: Tensor
+
+    @property
+    def n(self) -> int:
+        return self.tokens.shape[0]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.folded.layers)
+
+    @property
+    def d_mlp(self) -> int:
+        layers = self.folded.layers
+        return layers[0].d_mlp if layers and layers[0].has_mlp else 0
+
+
+def mlp_hook_names(model) -> tuple[str, ...]:
+    if model.cfg.attn_only:
+        return ()
+    return tuple(f"blocks.{l}.mlp.hook_post" for l in range(model.cfg.n_layers))
+
+
+def prompt_run(run: FrozenRun, b: int) -> PromptRun:
+    """Slice prompt `b` out of a frozen run and replay the MLP branches from its real resid_pre."""
+    f = run.folded
+    a_s, b_s, h_s, real = [], [], [], []
+    for l, L in enumerate(f.layers):
+        if not L.has_mlp:
+            a_s.append(None), b_s.append(None), h_s.append(None), real.append(None)
+            continue
+        x = run.resid[l][b]
+        v = torch.einsum("nd,hde->hne", x / run.scale1[l][b], L.W_V)
+        heads = torch.einsum("hne,hed->nd", run.patterns[l][b] @ v, L.W_O)
+        mid = x + heads + L.b_O
+        lr = (mid / run.scale2[l][b]) @ L.W_lr
+        m = L.d_mlp
+        left, right = lr[:, :m] + L.b_l, lr[:, m:] + L.b_r
+        a_s.append(left), b_s.append(right), h_s.append(left * right)
+        real.append(run.extra[f"blocks.{l}.mlp.hook_post"][b])
+    return PromptRun(
+        folded=f, tokens=run.tokens[b], patterns=[p[b] for p in run.patterns], s1=[s[b] for s in run.scale1],
+        s2=[None if s is None else s[b] for s in run.scale2], sf=run.scale_final[b], a=a_s, b=b_s, h=h_s,
+        h_real=real, logits=run.logits[b],
+    )
+
+
+def neuron_encoders(pr: PromptRun, layer: int, pos: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Half-gradient encoders [R, d] of neurons (layer, pos[r], idx[r]) and their own bias edges [R].
+
+    e = ½ (b_k W_l''[:, k] + a_k W_r''[:, k]) / σ2[p];   own bias edge = ½ (b_l'_k b_k + a_k b_r'_k).
+    """
+    L = pr.folded.layers[layer]
+    m = L.d_mlp
+    a, b = pr.a[layer][pos, idx], pr.b[layer][pos, idx]
+    W_l, W_r = L.W_lr[:, idx].T, L.W_lr[:, m + idx].T  # [R, d]
+    enc = 0.5 * (b[:, None] * W_l + a[:, None] * W_r) / pr.s2[layer][pos]
+    own = 0.5 * (L.b_l[idx] * b + a * L.b_r[idx])
+    return enc, own
+
+
+@dataclass
+class RowEdges:
+    """Dense edges into R rows from every source (zeros where a source cannot reach a row).
+
+    tok, pos: [R, n]; const: [R, n_layers + 1, n] (layer n_layers = b_U'); neurons: per layer [R, n, m]
+    (None for attention-only models).
+    """
+
+    tok: Tensor
+    pos: Optional[Tensor]
+    const: Tensor
+    neurons: list[Optional[Tensor]]
+
+
+def row_edges(pr: PromptRun, layer: Tensor, pos: Tensor, enc: Tensor, own: Tensor) -> RowEdges:
+    """Edges into rows given by (layer [R] — n_layers for logits —, pos [R], encoder [R, d], own constant [R])."""
+    f, n, nL = pr.folded, pr.n, pr.n_layers
+    R, d = enc.shape
+    rows = torch.arange(R, device=enc.device)
+    G = enc.new_zeros(R, n, d)
+    const = enc.new_zeros(R, nL + 1, n)
+    const[rows, layer, pos] += own
+    at = layer == nL
+    G[rows[at], pos[at]] += enc[at]
+    neurons: list[Optional[Tensor]] = [None] * nL
+    for l in reversed(range(nL)):
+        L = f.layers[l]
+        if L.has_mlp:
+            # only rows above this block reach its neurons, and only at positions up to their own
+            live = (layer > l).nonzero(as_tuple=True)[0]
+            E = enc.new_zeros(R, n, L.d_mlp)
+            if len(live):
+                q = int(pos[live].max()) + 1
+                E[live, :q] = (G[live, :q] @ L.W_out.T) * pr.h[l][:q]
+            neurons[l] = E
+            const[:, l] += G @ L.b_out
+            at = layer == l
+            G[rows[at], pos[at]] += enc[at]
+        const[:, l] += G @ L.b_O
+        T = torch.einsum("rpd,hed->rhpe", G, L.W_O)
+        U = torch.einsum("hpq,rhpe->rhqe", pr.patterns[l], T)
+        G = G + torch.einsum("rhqe,hde->rqd", U, L.W_V) / pr.s1[l]
+    tok = (G * f.W_E[pr.tokens]).sum(-1)
+    pos_e = (G * f.W_pos[:n]).sum(-1) if f.W_pos is not None else None
+    return RowEdges(tok=tok, pos=pos_e, const=const, neurons=neurons)
