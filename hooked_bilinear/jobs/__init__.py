@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from hooked_bilinear.jobs.base import Job
 
 # kind → "module:class"; imported only when that kind is used.
-KINDS = {"spectra": "hooked_bilinear.jobs.spectra:SpectraJob"}
+KINDS = {"spectra": "hooked_bilinear.jobs.spectra:SpectraJob", "graphs": "hooked_bilinear.jobs.graphs:GraphsJob"}
 
 
 def job_class(kind: str) -> type["Job"]:

@@ -11,6 +11,8 @@ which rank computes it or on what else that rank computed, so any world size giv
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -48,11 +50,24 @@ class Job:
         """Unit ids in a fixed order; each becomes a file name ([A-Za-z0-9_.-])."""
         raise NotImplementedError
 
-    def run_unit(self, unit: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """(tensors for the unit's shard, JSON metadata for its record)."""
+    def run_unit(self, unit: str) -> tuple[dict[str, Tensor] | Callable[[Path], Any], dict[str, Any]]:
+        """(tensors for the unit's safetensors shard, or ``write(path)`` writing the kind's own file
+        format there, e.g. ``graph.save``; JSON metadata for its record)."""
         raise NotImplementedError
 
     @classmethod
     def table(cls, manifest: dict, records: dict[str, dict], store: "Store", **options: Any) -> "pd.DataFrame":
         """One table of the finished units (``records``: unit id → record, all ok)."""
         raise NotImplementedError
+
+
+def load_model(name: str, device: torch.device, dtype: str | None = None):
+    """``HookedBilinearTransformer.from_pretrained(name)`` on ``device``; a bad name raises ``JobError``."""
+    from hooked_bilinear import HookedBilinearTransformer
+    from hooked_bilinear.errors import CheckpointError, JobError
+
+    try:
+        model = HookedBilinearTransformer.from_pretrained(name, device=str(device))
+    except CheckpointError as e:
+        raise JobError(f"model {name!r}: {e}") from e
+    return model.to(getattr(torch, dtype)) if dtype is not None else model

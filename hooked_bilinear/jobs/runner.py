@@ -102,8 +102,8 @@ def run(job: Job, out: str, device: str = "auto", progress: bool = True, throttl
         for unit in todo:
             t0 = time.perf_counter()
             try:
-                tensors, meta = job.run_unit(unit)
-                nbytes = store.write_shard(unit, tensors)
+                result, meta = job.run_unit(unit)
+                nbytes = store.write_shard_file(unit, result) if callable(result) else store.write_shard(unit, result)
                 store.write_record(unit, {"status": "ok", "bytes": nbytes, "meta": meta, "rank": ctx.rank,
                                           "seconds": round(time.perf_counter() - t0, 6)})
             except Exception as e:  # recorded, and the job goes on; BaseException (kill, ^C) is not caught

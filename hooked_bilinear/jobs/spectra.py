@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from hooked_bilinear.errors import JobError
-from hooked_bilinear.jobs.base import Job
+from hooked_bilinear.jobs.base import Job, load_model
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,15 +114,7 @@ class SpectraJob(Job):
                    args.tol, args.seed, args.dtype)
 
     def setup(self, device: torch.device) -> None:
-        from hooked_bilinear import HookedBilinearTransformer
-        from hooked_bilinear.errors import CheckpointError
-
-        try:
-            model = HookedBilinearTransformer.from_pretrained(self.model_name, device=str(device))
-        except CheckpointError as e:
-            raise JobError(f"model {self.model_name!r}: {e}") from e
-        if self.dtype is not None:
-            model = model.to(getattr(torch, self.dtype))
+        model = load_model(self.model_name, device, self.dtype)
         cfg = model.cfg
         if cfg.attn_only or cfg.gate is not None:
             raise JobError(f"model {self.model_name!r} has no bilinear MLPs (attn_only={cfg.attn_only}, gate={cfg.gate!r})")

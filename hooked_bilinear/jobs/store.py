@@ -78,6 +78,16 @@ class Store:
         atomic_write(self.shard_path(unit), data)
         return len(data)
 
+    def write_shard_file(self, unit: str, write) -> int:
+        """Let ``write(tmp_path)`` write the unit's own file format, then fsync and rename; returns bytes."""
+        path = self.shard_path(unit)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return path.stat().st_size
+
     def write_record(self, unit: str, record: dict) -> None:
         write_json(self.record_path(unit), dict(record, unit=unit))
 
