@@ -4,7 +4,8 @@ Layout (arrows point one way: analysis depends on the model, never the reverse):
     components/, model/   the hooked transformer and the hooked image classifier
     tensor/               the factored bilinear tensor: interaction matrices, eigen, HOSVD, token space
     circuits/             exact path expansion of one forward pass; weight-only token circuits
-    loading/              our checkpoint format, the public tdooms/... formats, tokenizers, SAEs
+    loading/              our checkpoint format, the public tdooms/... formats, tokenizers
+    features/             SAEs / transcoders on the model, weight-only feature circuits, feature cards
     train/, zoo/          the training loop, toy tasks, and the bundled models
 
 Example:
@@ -28,7 +29,8 @@ from hooked_bilinear.errors import CheckpointError, ConfigError, HookNameError, 
 from hooked_bilinear.hook_point import HookPoint, HookReturnError
 from hooked_bilinear.loading import bundled_models, load_pretrained
 from hooked_bilinear.loading.registry import list_pretrained
-from hooked_bilinear.loading.sae import TopKSAE, load_sae
+from hooked_bilinear.features import SAE, SAEConfig, load_sae
+from hooked_bilinear.loading.sae import TopKSAE
 from hooked_bilinear.model.hooked_bilinear_mlp import HookedBilinearMLP, HookedBilinearMLPConfig
 from hooked_bilinear.model.hooked_bilinear_transformer import HookedBilinearTransformer
 from hooked_bilinear.tensor import BilinearTensor, TokenBilinear
@@ -51,6 +53,8 @@ __all__ = [
     "InputError",
     "NotBilinearError",
     "PathDecomposition",
+    "SAE",
+    "SAEConfig",
     "Target",
     "TokenBilinear",
     "TooManyPathsError",

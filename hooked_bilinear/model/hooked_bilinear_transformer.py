@@ -19,6 +19,7 @@ from hooked_bilinear.model import processing
 from hooked_bilinear.model.config_sync import ConfigSyncMixin
 from hooked_bilinear.model.generate import GenerationMixin
 from hooked_bilinear.model.init import init_skipped, init_weights
+from hooked_bilinear.model.saes import SAEMixin
 from hooked_bilinear.model.tokenization import TokenizationMixin
 from hooked_bilinear.model.validation import check_hook_names, check_residual, check_tokens
 from hooked_bilinear.model.weights import WeightAccessors
@@ -27,7 +28,8 @@ ReturnType = Optional[Literal["logits", "loss", "both"]]
 HookList = list[tuple[Union[str, Callable[[str], bool]], Callable]]
 
 
-class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMixin, GenerationMixin, HookedRootModule):
+class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMixin, GenerationMixin, SAEMixin,
+                                HookedRootModule):
     """A decoder-only transformer with bilinear MLPs and a HookPoint on every activation.
 
     Hook names, weight names and orientation follow TransformerLens (`blocks.0.mlp.hook_post`,

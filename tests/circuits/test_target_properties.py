@@ -2,7 +2,8 @@
 
 Random target kinds (int / per-sequence / per-position token ids, logit differences, directions of
 shape [V], [batch, V] and [batch, n_pos, V], next-token), random position lists in any order (negative
-ones too), batch sizes 1-4, float32 and float64 models, levels 1, 2 and lazy. For every draw:
+ones too), batch sizes 1-4, float32 and float64 models (and decompose(dtype=float64) of either),
+levels 1, 2 and lazy. For every draw:
 
 * `d.total` (Σ terms) equals the value computed below by plain indexing of `model(tokens)`;
 * `d.reference` equals it too (the reference `check()` uses is the real output, not the readout);
@@ -88,7 +89,8 @@ def cases(draw):
         u = torch.randn(size, generator=gen, dtype=torch.float64).to(dtype)
     level = draw(st.sampled_from([1, 2, "lazy"]))
     single = draw(st.booleans()) and len(pos) == 1  # pos=-1 style (an int) instead of a list
-    return dtype, pos_type, toks, kind, (pos[0] if single else pos), a, b, u, level
+    compute = draw(st.sampled_from([None, torch.float64]))  # decompose(dtype=...): float64 of a float32 model too
+    return dtype, pos_type, toks, kind, (pos[0] if single else pos), a, b, u, level, compute
 
 
 def make_target(kind, pos, a, b, u) -> Target:
@@ -104,18 +106,18 @@ def make_target(kind, pos, a, b, u) -> Target:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_target_totals_equal_the_real_logits(case):
-    dtype, pos_type, toks, kind, pos, a, b, u, level = case
+    dtype, pos_type, toks, kind, pos, a, b, u, level, compute = case
     model = model_for(dtype, pos_type)
     with torch.no_grad():
         logits = model(toks)
     positions = [pos] if isinstance(pos, int) else pos
     want = expected(logits, toks, kind, positions, a, b, u)
-    d = decompose(model, toks, level=level, target=make_target(kind, pos, a, b, u), budget=8)
-    tol = TOL[dtype]
+    d = decompose(model, toks, level=level, target=make_target(kind, pos, a, b, u), budget=8, dtype=compute)
+    tol = TOL[dtype]  # against the model's own logits: its dtype's rounding
     scale = want.abs().max().item() + 1.0
     assert (d.reference.double() - want).abs().max().item() <= tol * scale, (d.reference, want)
     assert (d.total.double() - want).abs().max().item() <= tol * scale, (d.total, want)
-    assert d.check().max_abs_err <= tol * scale
+    assert d.check().max_abs_err <= TOL[compute or dtype] * scale
 
 
 @pytest.mark.parametrize("pos", [[3, 1], [-1, 0], [0, 4, 2]])

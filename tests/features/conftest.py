@@ -1,0 +1,34 @@
+"""Fixtures for the features tests: one torch thread, no network, a tiny RMS model with a tokenizer-free vocab."""
+
+import socket
+
+import pytest
+import torch
+
+from hooked_bilinear import HookedBilinearConfig, HookedBilinearTransformer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(f"a features test tried to open a network connection: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = HookedBilinearConfig(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=50, n_ctx=12,
+                               normalization_type="RMS", seed=0)
+    return HookedBilinearTransformer(cfg)
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return torch.randint(0, 50, (24, 12), generator=torch.Generator().manual_seed(1))
