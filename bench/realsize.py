@@ -77,13 +77,24 @@ def peak_mb(fn) -> float:
     return (rss_kb("VmHWM") - base) / 1024
 
 
-def _timed(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
+def once(fn):
+    """(seconds, peak MiB, result) of one call: heavy operations run once, timed and measured together."""
+    gc.collect()
+    base = rss_kb("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        ok = True
+    except OSError:
+        ok = False
+    t0 = time.perf_counter()
+    res = fn()
+    secs = time.perf_counter() - t0
+    return secs, ((rss_kb("VmHWM") - base) / 1024 if ok else float("nan")), res
+
+
+def _log(row: dict) -> None:
+    print(f"[realsize] {row['case']}: {row.get('ratio')} ({row.get('note')})", file=sys.stderr, flush=True)
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -96,14 +107,14 @@ def run(quick: bool = False) -> list[dict]:
     from hooked_bilinear.tensor.block_krylov import block_krylov
 
     rows: list[dict] = []
-    reps = 2 if quick else 5
+    reps = 2 if quick else 3
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         folder = write_checkpoint(Path(tmp) / "fw-medium-shape")
         gc.collect()
         weights = str(folder / "model.safetensors")
         load = lambda: load_pretrained(folder, tokenizer=False)  # noqa: E731
         t_load = time_interleaved({"read": lambda: load_file(weights, backend="pread"), "load": load},
-                                  repeats=2 if quick else 3, warmup=0)
+                                  repeats=2, warmup=0)
         load_peak = peak_mb(load)
         model = load()
         n_params = sum(p.numel() for p in model.parameters())
@@ -122,6 +133,7 @@ def run(quick: bool = False) -> list[dict]:
             rows.append({"bench": "realsize", "case": case, "median_s": secs, "baseline": baseline,
                          "baseline_s": base_s, "ratio": secs / base_s, "target": target, "met": met,
                          "note": f"{secs * 1e3:.0f} ms; peak {peak:.0f} MB{rate}{'; ' + note if note else ''}"})
+            _log(rows[-1])
 
         row("load (2024-10 format) vs bare read of the file", statistics.median(t_load["load"]), "pread",
             statistics.median(t_load["read"]), load_peak, note=f"{n_params / 1e6:.0f}M params; "
@@ -131,30 +143,27 @@ def run(quick: bool = False) -> list[dict]:
                 flops=forward_flops(T), note=f"forward {forward_flops(T) / fwd / 1e9:.0f} GFLOP/s" if name == "forward" else "")
         target = Target.logit(tok)
         for level in (1, 2):
-            fn = lambda level=level: model.decompose(tokens, level=level, target=target)  # noqa: E731
-            secs = min(_timed(fn, 1 if quick else 2))
-            res = fn()
-            row(f"decompose level {level}, one logit, {T} tokens", secs, "forward", fwd, peak_mb(fn),
+            secs, peak, res = once(lambda level=level: model.decompose(tokens, level=level, target=target))
+            row(f"decompose level {level}, one logit, {T} tokens", secs, "forward", fwd, peak,
                 note=f"{len(res.nodes)} terms; check max rel err {res.check().max_rel_err:.1e}")
-        fn = lambda: attribute(model, tokens[0], targets=tok, max_nodes=64)  # noqa: E731
-        secs = min(_timed(fn, 1))
-        row(f"attribute, 64 rows, {T} tokens", secs, "forward", fwd, peak_mb(fn),
-            note=f"check {fn().check().max_rel_err:.1e}")
+            del res
+        secs, peak, graph = once(lambda: attribute(model, tokens[0], targets=tok, max_nodes=64))
+        row(f"attribute, 64 rows, {T} tokens", secs, "forward", fwd, peak,
+            note=f"check {graph.check().max_rel_err:.1e}")
+        del graph
 
         bt = model.bilinear(L // 2)
-        U = model.W_U.T[torch.randperm(VOCAB, generator=torch.Generator().manual_seed(2))[: 8 if quick else 32]]
-        dense_fn = lambda: bt.spectra(U[:4], vectors=True)  # noqa: E731
-        t_dense = min(_timed(dense_fn, 1 if quick else 2)) / 4
+        U = model.W_U.T[torch.randperm(VOCAB, generator=torch.Generator().manual_seed(2))[: 8 if quick else 16]]
+        t_dense, dense_peak, _ = once(lambda: bt.spectra(U[:4], vectors=True))
+        t_dense /= 4
         dense_flops = 2 * D * D * H
         for k, meth in ((32, "dense"), (32, "block")):
-            fn = lambda meth=meth: bt.eig(U[0], k=k, method=meth)  # noqa: E731
-            secs = min(_timed(fn, 1 if quick else 2))
-            row(f"eig(u, k={k}) method={meth}", secs, "dense eigh of formed Q_u", t_dense, peak_mb(fn),
+            secs, peak, _ = once(lambda meth=meth: bt.eig(U[0], k=k, method=meth))
+            row(f"eig(u, k={k}) method={meth}", secs, "dense eigh of formed Q_u", t_dense, peak,
                 flops=dense_flops if meth == "dense" else None, note="dense FLOPs: formation only")
         n = U.shape[0]
-        blk = lambda: bt.spectra(U, top=8, method="block", vectors=True)  # noqa: E731
-        t_blk = min(_timed(blk, 1 if quick else 2)) / n
-        sp = blk()
+        t_blk, blk_peak, sp = once(lambda: bt.spectra(U, top=8, method="block", vectors=True))
+        t_blk /= n
         cols = [0]
         ap = block_apply_coeffs(bt.W_l, bt.W_r, bt.neuron_coeffs(U))
 
@@ -176,11 +185,14 @@ def run(quick: bool = False) -> list[dict]:
                      "ratio": speed, "target": f">= {TARGETS['spectra']}x faster", "met": speed >= TARGETS["spectra"],
                      "note": f"{t_blk * 1e3:.0f} vs {t_dense * 1e3:.0f} ms/direction; {cols[0] / n:.0f} products "
                              f"a direction ({blk_flops / 1e9:.1f} vs {dense_flops / 1e9:.1f} GFLOP dense formation); "
-                             f"FLOP rate ×{blk_flops / t_blk / fwd_rate:.2f} of forward; peak {peak_mb(blk):.0f} MB"})
+                             f"FLOP rate ×{blk_flops / t_blk / fwd_rate:.2f} of forward; peak {blk_peak:.0f} MB "
+                             f"(dense 4 directions: {dense_peak:.0f} MB)"})
+        _log(rows[-1])
         rows.append({"bench": "realsize", "case": "spectra(top=8, block): top-8 |λ| vs float64 dense (4 directions)",
                      "median_s": None, "ratio": max(errs), "target": f"<= {TARGETS['accuracy']}",
                      "met": max(errs) <= TARGETS["accuracy"], "note": f"max relative error {max(errs):.1e}; "
                      f"converged {bool(sp.converged.all())}"})
+        _log(rows[-1])
     for r in rows:
         r["threads"] = torch.get_num_threads()
     return rows

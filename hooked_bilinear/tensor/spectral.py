@@ -140,7 +140,13 @@ class SpectralMethods:
             values, vectors = dense_eigh(Q, k)
             frob = Q.square().sum()
             return Eigen(values, vectors, u, complete=k is None or k == d, frob_sq_fn=lambda: frob, quad=quad)
-        values, vectors, _ = block_krylov(block_apply_coeffs(L, R, D[None]), 1, d, k or d, L, tol=tol, seed=seed)
+        values, vectors, ok = block_krylov(block_apply_coeffs(L, R, D[None]), 1, d, k or d, L, tol=tol, seed=seed)
+        if not bool(ok.all()):
+            import warnings
+
+            warnings.warn(f"eig(method='block', k={k}): the block solver stopped before every residual met tol; "
+                          "the values may be inaccurate (use method='dense' or a larger tol)", RuntimeWarning,
+                          stacklevel=2)
         M = bt.neuron_gram
         return Eigen(values[0], vectors[0], u, complete=(k or d) == d, frob_sq_fn=lambda: D @ M() @ D, quad=quad)
 

@@ -159,3 +159,14 @@ def test_spectra_top_argument_errors():
         bt.spectra(U, top=2, method="lobpcg")
     with pytest.raises(ValueError, match=r"k=9 must be in \[1, d=6\]"):
         block_krylov(lambda Y, i: Y, 1, 6, 9, U)
+
+
+def test_eig_warns_when_the_block_solver_stops_early(monkeypatch):
+    import functools
+
+    import hooked_bilinear.tensor.spectral as spectral
+
+    monkeypatch.setattr(spectral, "block_krylov", functools.partial(block_krylov, max_iters=1, tol=1e-15))
+    bt, u, _ = known(DEGENERATE, d=48, m_extra=5)
+    with pytest.warns(RuntimeWarning, match="stopped before every residual met tol"):
+        bt.eig(u, k=4, method="block")
