@@ -177,7 +177,8 @@ class SpectralMethods:
             chunk_size: directions per batch (default: about 128 MiB of Q, or 64 for "block").
             progress: show a progress bar over the directions.
             top: keep the k largest |λ| per direction (None: all d).
-            method: with ``top``: "dense", "block", or "auto" ("block" for d ≥ 512 and k ≤ d/16).
+            method: with ``top``: "dense", "block", or "auto" ("block" for d ≥ 1024 and k ≤ d/16, where
+                bench/realsize.py measured it faster than dense).
             tol: block residual tolerance relative to max|λ| (default 1e-4 fp32, 1e-10 fp64);
                 every value returned is then within tol·max|λ| of an eigenvalue.
             seed: block start seed (results are deterministic given it).
@@ -195,7 +196,7 @@ class SpectralMethods:
         kept = check_top(top, d, method)
         if vectors:
             size_guard("the eigenvectors of all Q_u", (k, d, kept), self.W_l.dtype, max_bytes)
-        if top is not None and (method == "block" or (method == "auto" and d >= 512 and top <= d // 16)):
+        if top is not None and (method == "block" or (method == "auto" and d >= 1024 and top <= d // 16)):
             return block_spectra(self, U, D, top, vectors, chunk_size, progress, tol, seed)
         chunk = max(1, min(k, chunk_size or auto_chunk(d * d, self.W_l.dtype, 2**27)))
         values = self.W_l.new_empty(k, kept)
