@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from hooked_bilinear.graphs.ids import KIND_NAMES, Numbering, logit_id, remainder_id, string_ids
-from hooked_bilinear.graphs.rows import PromptRun, neuron_encoders, row_edges
+from hooked_bilinear.graphs.rows import PromptRun, feature_encoders, neuron_encoders, row_edges
 from hooked_bilinear.graphs.targets import GraphTarget
 
 
@@ -23,11 +23,14 @@ class GraphBuilder:
                  default_targets: bool = True):
         self.pr, self.targets, self.k = pr, targets, edges_per_node
         self.default_targets = default_targets
-        self.num = Numbering(pr.n, pr.n_layers, pr.d_mlp)
+        self.W = max([pr.width(l) for l in range(pr.n_layers)] or [0]) if pr.d_mlp else 0
+        self.num = Numbering(pr.n, pr.n_layers, self.W, tuple((l, F.d_sae) for l, F in sorted(pr.features.items())))
         dev = pr.logits.device
-        shape = (pr.n_layers, pr.n, pr.d_mlp)
+        shape = (pr.n_layers, pr.n, self.W)
         self.infl = torch.zeros(shape, dtype=torch.float64, device=dev)
         self.visited = torch.zeros(shape, dtype=torch.bool, device=dev)
+        for l, F in pr.features.items():
+            self.visited[l, :, F.d_sae:] = True  # error nodes are sources, never rows
         self.weights = weights
         # per row: int id, activation, abs mass, influence when chosen
         self.row_ids: list[np.ndarray] = []
@@ -61,14 +64,14 @@ class GraphBuilder:
 
     def next_rows(self, k: int):
         """The k unexplained neurons of highest influence so far, or None when none has any."""
-        if not self.pr.d_mlp:
+        if not self.W:
             return None
         cand = self.infl.masked_fill(self.visited, 0).flatten()
         k = min(k, int((cand > 0).sum()))
         if k == 0:
             return None
         val, flat = cand.topk(k)
-        n, m = self.pr.n, self.pr.d_mlp
+        n, m = self.pr.n, self.W
         layer, rest = flat // (n * m), flat % (n * m)
         return layer, rest // m, rest % m, val
 
@@ -80,9 +83,11 @@ class GraphBuilder:
         layer, pos, idx, infl = layer[order], pos[order], idx[order], infl[order]
         for l in layer.unique().tolist():
             at = layer == l
-            e, o = neuron_encoders(pr, l, pos[at], idx[at])
+            enc_fn = feature_encoders if l in pr.features else neuron_encoders
+            e, o = enc_fn(pr, l, pos[at], idx[at])
             encs.append(e), owns.append(o)
-        act = torch.stack([pr.h_real[l][p, k] for l, p, k in zip(layer.tolist(), pos.tolist(), idx.tolist())])
+        act = torch.stack([pr.features[l].act_real[p, k] if l in pr.features else pr.h_real[l][p, k]
+                           for l, p, k in zip(layer.tolist(), pos.tolist(), idx.tolist())])
         ids = self.num.neuron(layer, pos, idx).cpu().numpy()
         self._add(layer, pos, torch.cat(encs), torch.cat(owns), ids, act, infl)
         self.n_neuron_rows += len(ids)
@@ -92,7 +97,7 @@ class GraphBuilder:
         pr, num = self.pr, self.num
         E = row_edges(pr, layer, pos, enc, own)
         self.n_sweeps += 1
-        R, n, nL, m = enc.shape[0], pr.n, pr.n_layers, pr.d_mlp
+        R, n, nL, m = enc.shape[0], pr.n, pr.n_layers, self.W
         dev = enc.device
         vals, srcs, groups = [E.tok], [torch.arange(n, device=dev).expand(R, n)], [torch.zeros(R, n, dtype=torch.long, device=dev)]
         if E.pos is not None:
@@ -108,22 +113,22 @@ class GraphBuilder:
         for v, g in zip(vals, groups):
             total.scatter_add_(1, g, v)
             nonzero.scatter_add_(1, g, (v != 0).long())
-        c = None
+        absE = [None if En is None else En.abs() for En in E.neurons]  # once per block: mass, influence, top-k
+        for A in absE:
+            if A is not None:
+                mass = mass + A.flatten(1).sum(-1)
+        c = (infl.to(dev, torch.float64) / mass.double().clamp_min(1e-300)).to(dev, enc.dtype)
         for l, En in enumerate(E.neurons):
             if En is None:
                 continue
-            mass = mass + En.abs().flatten(1).sum(-1)
-        c = (infl.to(dev, torch.float64) / mass.double().clamp_min(1e-300)).to(dev)
-        for l, En in enumerate(E.neurons):
-            if En is None:
-                continue
-            flat = En.flatten(1)
+            flat, w, A = En.flatten(1), En.shape[-1], absE[l]
             total[:, l + 1] += flat.sum(-1)
             nonzero[:, l + 1] += (flat != 0).sum(-1)
-            self.infl[l] += torch.einsum("r,rnm->nm", c, En.abs().double())
+            self.infl[l, :, :w] += torch.einsum("r,rnm->nm", c, A)  # in the graph's dtype, accumulated in float64
             kk = min(self.k, flat.shape[1])
-            top = flat.abs().topk(kk, dim=1).indices
-            vals.append(flat.gather(1, top)), srcs.append(num.neuron0 + l * n * m + top)
+            top = A.flatten(1).topk(kk, dim=1).indices
+            absE[l] = None
+            vals.append(flat.gather(1, top)), srcs.append(num.neuron0 + (l * n + top // w) * m + top % w)
             groups.append(torch.full_like(top, l + 1))
         V, S, Gr = torch.cat(vals, 1), torch.cat(srcs, 1), torch.cat(groups, 1)
         kk = min(self.k, V.shape[1])
@@ -162,12 +167,11 @@ class GraphBuilder:
         kinds = KIND_NAMES[dec["kind"]]
         sid = string_ids(dec["kind"], dec["layer"], dec["pos"], dec["index"], tokens)
         act = np.full(len(base_ids), np.nan)
-        neuron = dec["kind"] == 3
-        if neuron.any():
-            h = torch.stack([t for t in pr.h_real]).double().cpu().numpy()  # [L, n, m]
-            act[neuron] = h[dec["layer"][neuron], dec["pos"][neuron], dec["index"][neuron]]
+        for j in np.flatnonzero(np.isin(dec["kind"], (3, 4))):
+            l, p, k = int(dec["layer"][j]), int(dec["pos"][j]), int(dec["index"][j])
+            act[j] = float(pr.features[l].act_real[p, k] if dec["kind"][j] == 4 else pr.h_real[l][p, k])
         labels = _labels(dec, tokens, tok_str, nL)
-        n_neuron_rows = int((row_ids < num.logit0).sum())
+        n_neuron_rows = int((row_ids < num.logit0).sum())  # neuron (or feature) rows come first in base_ids
         is_row = np.zeros(len(base_ids), dtype=bool)
         is_row[:n_neuron_rows] = True
         mass = np.full(len(base_ids), np.nan)
@@ -203,7 +207,7 @@ class GraphBuilder:
                             "label": [f"rest of {'embeddings' if l < 0 else ('b_U' if l == nL else f'L{l}')} into {row_sid[int(r)]}"
                                       for r, l in zip(rr, rl)],
                             "is_row": False, "abs_mass": np.nan, "token_prob": 0.0, "is_target": False})
-        nodes = pd.concat([nodes, lg, rem], ignore_index=True)
+        nodes = pd.concat([nodes, lg, rem], ignore_index=True).astype({"layer": "int64", "pos": "int64", "index": "int64"})
         # edges
         id_of = dict(zip(base_ids.tolist(), sid))
         id_of.update({int(num.logit0 + i): lg["node_id"].iloc[i] for i in range(len(T))})
@@ -224,6 +228,7 @@ class GraphBuilder:
             "node_threshold": None, "edge_threshold": None, "pruned": False,
             "max_nodes": max_nodes, "edges_per_node": self.k, "default_targets": self.default_targets, "sweeps": self.n_sweeps,
             "dtype": str(pr.logits.dtype).replace("torch.", ""),
+            "basis": {str(l): {"hook_name": f"blocks.{l}.hook_mlp_out", "d_sae": F.d_sae} for l, F in pr.features.items()},
         }
         g = AttributionGraph(nodes, edges, meta)
         g.nodes["influence"] = node_influence(g)
@@ -240,6 +245,10 @@ def _labels(dec, tokens, tok_str, nL) -> list[str]:
             out.append(f"pos @{p}")
         elif k == 2:
             out.append(f"b_U @{p}" if l == nL else f"bias L{l} @{p}")
+        elif k == 4:
+            out.append(f"sae{l} f{i} @{p}")
+        elif k == 5:
+            out.append(f"sae{l} error @{p}")
         else:
             out.append(f"mlp{l} n{i} @{p}")
     return out

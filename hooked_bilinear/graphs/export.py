@@ -27,7 +27,7 @@ The frontend merges nodes sharing (layer, feature, ctx_idx) into one "feature" a
 present at more than 2/3 of the positions, so kinds without a circuit-tracer feature number get a
 unique negative one. Its pruning slider hides nodes whose `influence` (circuit-tracer's *cumulative*
 influence, in [0, 1]) exceeds the slider; the cumulative score is computed here from the raw
-`influence` column of the graph before pruning.
+`influence` column of the graph before pruning (see `cumulative_influence`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ METADATA_FILE = "graph-metadata.json"
 SCHEMA_VERSION = 1
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _REQUIRED_META = ("prompt", "prompt_tokens", "n_layers")
+ALWAYS_SHOWN = ("embedding", "logit")  # kept by pruning, never hidden by the viewer's slider
 
 
 def to_circuit_tracer(graph, out_dir: Union[str, Path], slug: str, *, scan: Optional[str] = None,
@@ -74,7 +75,7 @@ def to_circuit_tracer(graph, out_dir: Union[str, Path], slug: str, *, scan: Opti
 
     Raises:
         InputError: a bad slug, an `out_dir` that is a file, a corrupt `graph-metadata.json`, missing
-            meta fields, or non-finite edge weights; nothing is written then.
+            meta fields, thresholds outside [0, 1], or non-finite edge weights; nothing is written then.
 
     Example:
         >>> to_circuit_tracer(graph, "graphs", "induction")    # doctest: +SKIP
@@ -85,6 +86,9 @@ def to_circuit_tracer(graph, out_dir: Union[str, Path], slug: str, *, scan: Opti
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"out_dir {str(out)!r} is a file: expected a folder (it is created when absent)")
+    for name, value in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
+        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise InputError(f"{name}={value!r}: expected a fraction in [0, 1]")
     missing = [k for k in _REQUIRED_META if k not in graph.meta]
     if missing:
         raise InputError(f"graph.meta lacks {missing}: expected the keys {list(_REQUIRED_META)}")
@@ -111,19 +115,21 @@ def circuit_tracer_model(graph, slug: str, *, scan: Optional[str] = None, node_t
     nodes = graph.nodes
     ids = set(nodes["node_id"])
     edges = graph.edges[graph.edges["source"].isin(ids) & graph.edges["target"].isin(ids)]
-    bad = edges[~edges["weight"].map(lambda w: math.isfinite(float(w)))]
+    import numpy as np
+
+    bad = edges[~np.isfinite(edges["weight"].to_numpy(dtype=np.float64))]
     if len(bad):
         row = bad.iloc[0]
         raise InputError(f"edge {row['source']} -> {row['target']} has weight {row['weight']}: "
                          "expected a finite number")
     connected = set(edges["source"]) | set(edges["target"])
     out_pos = dict(zip(edges["source"], _positions_of(nodes, edges["target"])))  # where each source writes
-    records, next_free = [], [-2]
+    records, next_free, virtual = [], [-2], [int(meta.get("d_vocab", 0))]
     for row in nodes.itertuples(index=False):
-        if row.node_id not in connected and row.kind not in ("embedding", "logit"):
+        if row.node_id not in connected and row.kind not in ALWAYS_SHOWN:
             continue
         influence = None if cumulative is None else cumulative.get(row.node_id)
-        records.append(_node_record(row, int(meta["n_layers"]), influence, next_free, out_pos))
+        records.append(_node_record(row, int(meta["n_layers"]), influence, next_free, out_pos, virtual))
     links = [{"source": s, "target": t, "weight": float(w)}
              for s, t, w in zip(edges["source"], edges["target"], edges["weight"])]
     metadata = {
@@ -142,11 +148,15 @@ def circuit_tracer_model(graph, slug: str, *, scan: Optional[str] = None, node_t
 def cumulative_influence(nodes) -> Optional[dict]:
     """circuit-tracer's cumulative score per node id: Σ of the influences ≥ its own over the total.
 
-    Returns None when no node has a finite influence; nodes with NaN influence are left out.
+    Taken over every node with a finite influence, as circuit-tracer's `prune_graph` and
+    `AttributionGraph.prune` threshold them, so that the viewer's slider at `node_threshold` shows the
+    pruned graph (embeddings and logits are always kept and never hidden). Returns None when no node
+    has a finite influence.
     """
     if "influence" not in nodes.columns:
         return None
-    known = nodes[nodes["influence"].map(lambda v: v is not None and math.isfinite(float(v)))]
+    finite = nodes["influence"].map(lambda v: v is not None and math.isfinite(float(v)))
+    known = nodes[finite]
     if not len(known):
         return None
     known = known.sort_values("influence", ascending=False, kind="stable")
@@ -154,7 +164,7 @@ def cumulative_influence(nodes) -> Optional[dict]:
     total = float(values.sum())
     if total <= 0:
         return {nid: None for nid in known["node_id"]}
-    return dict(zip(known["node_id"], (values.cumsum() / total).tolist()))
+    return dict(zip(known["node_id"], (values.cumsum() / total).clip(upper=1.0).tolist()))  # rounding: never > 1
 
 
 def cantor(x: int, y: int) -> int:
@@ -174,7 +184,7 @@ def _pruned(graph, prune: Optional[bool], node_threshold: float, edge_threshold:
     return (result[0] if isinstance(result, tuple) else result), node_threshold
 
 
-def _node_record(row, n_layers: int, influence, next_free: list, out_pos: dict) -> dict:
+def _node_record(row, n_layers: int, influence, next_free: list, out_pos: dict, virtual: list) -> dict:
     kind, layer, pos, index = row.kind, int(row.layer), int(row.pos), int(row.index)
     if pos < 0:  # an aggregate without a position of its own: draw it at its row's position
         pos = int(out_pos.get(row.node_id, 0))
@@ -189,6 +199,8 @@ def _node_record(row, n_layers: int, influence, next_free: list, out_pos: dict) 
         record.update(feature=pos, layer="E", jsNodeId=f"E_{index}-{pos}")
     elif kind == "logit":
         prob = float(getattr(row, "token_prob", 0.0) or 0.0)
+        if index < 0:  # a difference or direction: circuit-tracer's virtual index, d_vocab + its ordinal
+            index, virtual[0] = virtual[0], virtual[0] + 1
         record.update(feature=index, layer=str(n_layers + 1), token_prob=prob,
                       is_target_logit=bool(getattr(row, "is_target", False)), jsNodeId=f"L_{index}-{pos}",
                       clerp=f'Output "{_logit_token(row)}" (p={prob:.3f})')
@@ -211,7 +223,7 @@ def _logit_token(row) -> str:
     token = getattr(row, "token", None)
     if isinstance(token, str):
         return token
-    match = re.match(r"^logit (.*) @-?\d+$", str(row.label))
+    match = re.match(r"^logit (.*) @-?\d+(?: \(p=[^)]*\))?$", str(row.label))
     if not match:
         return str(row.index)
     text = match.group(1)

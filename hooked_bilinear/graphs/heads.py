@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from hooked_bilinear.errors import InputError
-from hooked_bilinear.graphs.rows import PromptRun, neuron_encoders
+from hooked_bilinear.graphs.rows import PromptRun, feature_encoders, neuron_encoders
 
 
 def _write(graph, pr: PromptRun, src) -> tuple[torch.Tensor, int]:
@@ -30,15 +30,21 @@ def _write(graph, pr: PromptRun, src) -> tuple[torch.Tensor, int]:
         return L.b_O + (L.b_out if L.has_mlp else 0), l + 1
     if kind == "neuron":
         return pr.h[l][q, int(src["index"])] * f.layers[l].W_out[int(src["index"])], l + 1
+    if kind == "feature":
+        F, i = pr.features[l], int(src["index"])
+        return F.act[q, i] * F.dec[i], l + 1
+    if kind == "error":
+        return pr.features[l].err[q], l + 1
     raise InputError(f"node {src['node_id']!r} is a {kind} node: it has no single write to split over heads")
 
 
 def _encoder(graph, pr: PromptRun, row) -> tuple[torch.Tensor, int]:
     """(encoder [d] at the row's position, last block whose attention it reads)."""
     nL = pr.n_layers
-    if row["kind"] == "neuron":
+    if row["kind"] in ("neuron", "feature"):
         l, p, k = int(row["layer"]), int(row["pos"]), int(row["index"])
-        enc, _ = neuron_encoders(pr, l, torch.tensor([p]), torch.tensor([k]))
+        fn = feature_encoders if row["kind"] == "feature" else neuron_encoders
+        enc, _ = fn(pr, l, torch.tensor([p]), torch.tensor([k]))
         return enc[0], l
     if row["kind"] != "logit":
         raise InputError(f"node {row['node_id']!r} is not a row (a neuron or logit node)")

@@ -13,9 +13,11 @@ its node id so that a browser test finds the rendered graph in the DOM).
 from __future__ import annotations
 
 import html as _html
+import re
 from pathlib import Path
 from typing import Optional, Union
 
+from hooked_bilinear.errors import InputError
 from hooked_bilinear.graphs.html_figure import MAX_EDGES, figure
 
 MAX_NODES = 2000
@@ -93,13 +95,20 @@ def show(graph, *, height: int = 720, **kwargs) -> None:
 def page_html(graph, *, title: Optional[str] = None, prune: Optional[bool] = None, max_nodes: int = MAX_NODES,
               max_edges: int = MAX_EDGES) -> str:
     """The page as a string (see `to_html`)."""
-    import plotly.io as pio
+    for name, value in (("max_nodes", max_nodes), ("max_edges", max_edges)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise InputError(f"{name}={value!r}: expected a positive int")
+    try:
+        import plotly.io as pio
+    except ImportError as e:
+        raise ImportError("the offline viewer needs plotly: pip install plotly (or the `viewer` extra)") from e
 
     drawn = _maybe_pruned(graph, prune, max_nodes)
     fig = figure(drawn, title=title, max_edges=max_edges)
     page = pio.to_html(fig, include_plotlyjs=True, full_html=True, div_id="hb-graph", post_script=_GLUE,
                        config={"displaylogo": False, "responsive": True})
-    head = f"<head><title>{_html.escape(fig.layout.title.text or 'attribution graph')}</title>"
+    plain = re.sub(r"<[^>]+>", " ", fig.layout.title.text or "attribution graph")
+    head = f"<head><title>{_html.escape(' '.join(plain.split()), quote=False)}</title>"
     return page.replace("<head>", head, 1).replace("<body>", "<body>" + _PRELUDE, 1)
 
 
@@ -109,6 +118,8 @@ def _maybe_pruned(graph, prune: Optional[bool], max_nodes: int):
         prune = can_prune and not graph.meta.get("pruned", False) and len(graph.nodes) > max_nodes
     if not prune:
         return graph
+    if not can_prune:
+        raise InputError(f"prune=True but a {type(graph).__name__} has no prune method: pass prune=False")
     result = graph.prune()
     return result[0] if isinstance(result, tuple) else result
 

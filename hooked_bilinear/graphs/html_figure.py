@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Optional
 
-from hooked_bilinear.graphs.layout import node_layout, row_labels
+from hooked_bilinear.graphs.layout import PLOT_WIDTH_PX, node_layout, row_labels
 
 MAX_EDGES = 2000
 WIDTH_BINS = 6
@@ -22,7 +22,6 @@ KIND_STYLE = {  # kind: (marker symbol, colour)
     "position": ("square", "#98df8a"),
 }
 EDGE_COLOUR = {True: "27,120,55", False: "118,42,131"}  # PRGn ends: positive green, negative purple
-PLOT_WIDTH_PX = 1100
 
 
 def figure(graph, *, title: Optional[str] = None, max_edges: int = MAX_EDGES):
@@ -43,9 +42,9 @@ def figure(graph, *, title: Optional[str] = None, max_edges: int = MAX_EDGES):
     shown = edges.nlargest(max_edges, "abs") if len(edges) > max_edges else edges
     fig = go.Figure()
     _edge_traces(fig, shown, where)
-    n_pos = max(len(graph.meta.get("prompt_tokens", [])), int(nodes["pos"].max()) + 1 if len(nodes) else 1)
-    crowd = int(nodes.groupby(["y", nodes["x"].round().astype(int)]).size().max()) if len(nodes) else 1
-    size = max(4.0, min(11.0, 0.8 * PLOT_WIDTH_PX / max(n_pos, 1) / crowd))
+    columns = nodes.attrs["columns"]
+    slots = max(right for _, right in columns.values())
+    size = max(4.0, min(11.0, 0.8 * PLOT_WIDTH_PX / slots))  # the layout leaves ≥ MIN_SPACING_PX per node
     for kind, group in nodes.groupby("kind", sort=False):
         symbol, colour = KIND_STYLE.get(kind, ("circle-open", "#000000"))
         fig.add_trace(go.Scatter(
@@ -57,7 +56,7 @@ def figure(graph, *, title: Optional[str] = None, max_edges: int = MAX_EDGES):
         fig.add_trace(go.Scatter(x=[], y=[], mode="lines", hoverinfo="skip", showlegend=False,
                                  name="selected +" if positive else "selected -",
                                  line=dict(width=2.5, color=f"rgba({EDGE_COLOUR[positive]},0.95)")))
-    fig.update_layout(**_layout(graph, nodes, title, len(shown), len(graph.edges), n_pos),
+    fig.update_layout(**_layout(graph, nodes, title, len(shown), len(graph.edges), columns),
                       meta={"links": _links(edges, where)})
     return fig
 
@@ -90,14 +89,13 @@ def _links(edges, where: dict) -> dict:
     ranked = edges.sort_values("abs", ascending=False, kind="stable")
     links: dict = {}
     for end in ("target", "source"):
-        for node_id, group in ranked.groupby(end, sort=False).head(LINKS_PER_NODE).groupby(end, sort=False):
-            links.setdefault(str(node_id), []).extend(
-                [*where[s], *where[t], 1 if w > 0 else -1]
-                for s, t, w in zip(group["source"], group["target"], group["weight"]))
+        top = ranked[ranked.groupby(end, sort=False).cumcount() < LINKS_PER_NODE]
+        for node_id, s, t, w in zip(top[end], top["source"], top["target"], top["weight"]):
+            links.setdefault(str(node_id), []).append([*where[s], *where[t], 1 if w > 0 else -1])
     return links
 
 
-def _layout(graph, nodes, title, n_shown: int, n_edges: int, n_pos: int) -> dict:
+def _layout(graph, nodes, title, n_shown: int, n_edges: int, columns: dict) -> dict:
     meta = graph.meta
     n_layers = int(meta.get("n_layers", 0))
     worst = nodes["rel_err"].max()
@@ -110,8 +108,11 @@ def _layout(graph, nodes, title, n_shown: int, n_edges: int, n_pos: int) -> dict
     return dict(
         title=dict(text=title or default, font=dict(size=14)), template="plotly_white", hovermode="closest",
         height=max(480, 110 * (n_layers + 2) + 160), margin=dict(l=60, r=20, t=80, b=90),
-        xaxis=dict(tickvals=list(range(n_pos)), tickangle=-45, zeroline=False, range=[-0.6, n_pos - 0.4],
-                   ticktext=[f"{p}: {tokens[p]!r}" if p < len(tokens) else str(p) for p in range(n_pos)]),
+        xaxis=dict(tickvals=[(a + b) / 2 for a, b in columns.values()], tickangle=-45, zeroline=False,
+                   showgrid=False, range=[0, max(b for _, b in columns.values())],
+                   ticktext=[f"{p}: {tokens[p]!r}" if p < len(tokens) else str(p) for p in columns]),
         yaxis=dict(tickvals=list(ticks), ticktext=list(ticks.values()), zeroline=False,
                    range=[-0.5, n_layers + 1.5]),
-        legend=dict(orientation="h", y=-0.25))
+        legend=dict(orientation="h", y=-0.25),
+        shapes=[dict(type="line", layer="below", x0=b, x1=b, y0=-0.5, y1=n_layers + 1.5,
+                     line=dict(color="#e6e6e6", width=1)) for _, b in list(columns.values())[:-1]])

@@ -5,7 +5,8 @@ that follow circuit-tracer's scheme where it has one (`frontend/graph_models.py`
 feature `f"{layer}_{index}_{pos}"`, a token embedding `f"E_{token}_{pos}"`, a logit
 `f"{n_layers + 1}_{token}_{pos}"`. Our extra kinds: `P_{pos}_{pos}` (position embedding),
 `C_{layer}_{pos}` (the constants of block `layer` written at `pos`; layer = n_layers is b_U),
-`R_{row}_{layer}` (the exact sum of a row's dropped edges from one source layer; layer -1 = embeddings).
+`R_{row}_{layer}` (the exact sum of a row's dropped edges from one source layer; layer -1 = embeddings),
+`X_{layer}_{pos}` (an SAE basis's reconstruction error at that block and position, written exactly).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ class Numbering:
 
     n: int        # positions
     n_layers: int
-    d_mlp: int    # 0 for attention-only models
+    d_mlp: int    # slots per (layer, position): max(d_mlp, d_sae + 1); 0 for attention-only models
+    features: tuple = ()  # ((layer, d_sae), ...): blocks whose slots hold SAE features, then the error node
 
     @property
     def pos0(self) -> int:
@@ -52,7 +54,7 @@ class Numbering:
         return self.neuron0 + (layer * self.n + p) * self.d_mlp + k
 
     def decode(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        """Integer ids (below logit0) -> kind code (0 tok, 1 pos, 2 const, 3 neuron), layer, pos, index."""
+        """Integer ids (below logit0) -> kind code (0 tok, 1 pos, 2 const, 3 neuron, 4 feature, 5 error), layer, pos, index."""
         ids = np.asarray(ids, dtype=np.int64)
         kind = np.select([ids < self.pos0, ids < self.const0, ids < self.neuron0], [0, 1, 2], 3)
         layer = np.full(ids.shape, -1, dtype=np.int64)
@@ -67,10 +69,14 @@ class Numbering:
             layer[kind == 3] = r // (self.n * self.d_mlp)
             pos[kind == 3] = (r // self.d_mlp) % self.n
             index[kind == 3] = r % self.d_mlp
+            for l, d_sae in self.features:
+                at = (kind == 3) & (layer == l)
+                kind[at & (index < d_sae)] = 4
+                kind[at & (index == d_sae)] = 5
         return {"kind": kind, "layer": layer, "pos": pos, "index": index}
 
 
-KIND_NAMES = np.array(["embedding", "position", "constant", "neuron"])
+KIND_NAMES = np.array(["embedding", "position", "constant", "neuron", "feature", "error"])
 
 
 def neuron_id(layer: int, index: int, pos: int) -> str:
@@ -95,6 +101,8 @@ def string_ids(kind: np.ndarray, layer: np.ndarray, pos: np.ndarray, index: np.n
             out.append(f"P_{p}_{p}")
         elif k == 2:
             out.append(f"C_{l}_{p}")
-        else:
+        elif k == 5:
+            out.append(f"X_{l}_{p}")
+        else:  # neurons, and SAE features in their place, take circuit-tracer's feature ids
             out.append(neuron_id(l, i, p))
     return out

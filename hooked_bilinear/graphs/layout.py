@@ -1,9 +1,11 @@
 """Where each node of an attribution graph is drawn, and what its hover card says (pure pandas).
 
 Rows (y): 0 = embeddings and positions, `l + 1` = block l (its neurons, its constants, the
-remainders of edges from layer l), `n_layers + 1` = logits and the `b_U` constant. Columns (x): the
-token position, with the nodes of one (row, position) cell spread over ±0.4 around it, the largest
-|activation| nearest the position's own tick.
+remainders of edges from layer l), `n_layers + 1` = logits and the `b_U` constant. Columns (x): one
+per token position, as wide as its most crowded cell needs (circuit-tracer's polylinear x scale), at
+least a fifth of the widest; when that still leaves less than MIN_SPACING_PX per node, the nodes of a
+cell wrap onto up to MAX_LINES lines within ±0.35 of their row. In a cell, nodes go in KIND_ORDER,
+then by |activation|, largest first.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import html
 import math
 
-KIND_ORDER = ("logit", "neuron", "feature", "pattern", "error", "remainder", "constant", "embedding", "position")
-CELL_WIDTH = 0.8
+KIND_ORDER = ("logit", "embedding", "position", "neuron", "feature", "pattern", "constant", "error", "remainder")
+PLOT_WIDTH_PX = 1100
+MIN_SPACING_PX = 10
+MAX_LINES = 8
 
 
 def node_layout(graph, top_sources: int = 5):
@@ -24,8 +28,11 @@ def node_layout(graph, top_sources: int = 5):
 
     Returns:
         A copy of `graph.nodes` with `x`, `y` (floats), `n_in` (incoming edges), `sum_in`
-        (Σ incoming weights), `abs_in` (Σ |incoming|), `err` (|sum_in - activation| for rows,
-        NaN for leaves), `rel_err` (err / abs_in) and `hover` (HTML for the card).
+        (Σ incoming weights), `abs_in` (Σ |incoming|), `pruned` (the exact incoming mass pruning
+        removed, `pruned_in`, 0 when unpruned; NaN for leaves), `err` (|sum_in + pruned -
+        activation| for rows, NaN for leaves), `rel_err` (err over the row's Σ|edges|, `abs_mass`
+        when known, as `graph.check()` computes it) and `hover` (HTML for the card).
+        `attrs["columns"]` maps each position to its (left, right) x extent.
     """
     nodes = graph.nodes.copy().reset_index(drop=True)
     edges = graph.edges
@@ -36,7 +43,7 @@ def node_layout(graph, top_sources: int = 5):
         feeds = dict(zip(edges["source"], edges["target"]))
         at = dict(zip(nodes["node_id"], nodes["pos"]))
         pos[pos < 0] = [int(at.get(feeds.get(i), 0)) for i in nodes.loc[pos < 0, "node_id"]]
-    nodes["x"] = pos.astype(float) + _offsets(nodes, pos)
+    nodes["x"], nodes["y"], columns = _place(nodes, pos)
 
     grouped = edges.assign(abs=edges["weight"].abs()).groupby("target")
     stats = grouped.agg(n_in=("weight", "size"), sum_in=("weight", "sum"), abs_in=("abs", "sum"))
@@ -45,13 +52,21 @@ def node_layout(graph, top_sources: int = 5):
     rows = nodes["n_in"] > 0
     if "is_row" in nodes.columns:
         rows &= nodes["is_row"].astype(bool)
-    nodes["err"] = (nodes["sum_in"] - nodes["activation"]).abs().where(rows)
-    nodes["rel_err"] = nodes["err"] / nodes["abs_in"].where(nodes["abs_in"] > 0)
+    pruned = nodes["pruned_in"].fillna(0.0) if "pruned_in" in nodes.columns else 0.0 * nodes["n_in"]
+    nodes["pruned"] = pruned.where(rows)
+    nodes["err"] = (nodes["sum_in"] + pruned - nodes["activation"]).abs().where(rows)
+    mass = nodes["abs_in"]
+    if "abs_mass" in nodes.columns:  # the row's Σ|edges| before truncation, as graph.check() divides by
+        mass = nodes["abs_mass"].where(nodes["abs_mass"].notna(), mass)
+    nodes["rel_err"] = nodes["err"] / mass.where(mass > 0)
 
+    nodes.attrs["columns"] = columns
     labels = dict(zip(nodes["node_id"], nodes["label"].astype(str)))
     ranked = edges.assign(abs=edges["weight"].abs()).sort_values("abs", ascending=False, kind="stable")
-    top = {t: list(zip(g["source"], g["weight"])) for t, g in ranked.groupby("target", sort=False).head(top_sources)
-           .groupby("target", sort=False)}
+    ranked = ranked[ranked.groupby("target", sort=False).cumcount() < top_sources]
+    top: dict = {}
+    for t, s, w in zip(ranked["target"], ranked["source"], ranked["weight"]):
+        top.setdefault(t, []).append((s, w))
     nodes["hover"] = [_card(row, top.get(row.node_id, []), labels) for row in nodes.itertuples(index=False)]
     return nodes
 
@@ -69,17 +84,33 @@ def _row(kind: str, layer: int, n_layers: int) -> int:
     return layer + 1
 
 
-def _offsets(nodes, pos):
-    """Spread the nodes of each (row, position) cell evenly over CELL_WIDTH, biggest first."""
+def _place(nodes, pos):
+    """x, y of every node and the x extent of each position's column (see the module docstring)."""
     rank = nodes["kind"].map({k: i for i, k in enumerate(KIND_ORDER)}).fillna(len(KIND_ORDER))
-    size = nodes["activation"].abs().fillna(0.0)
-    order = nodes.assign(_pos=pos, _rank=rank, _size=-size).sort_values(["y", "_pos", "_rank", "_size"], kind="stable")
-    offsets = [0.0] * len(nodes)
-    for _, cell in order.groupby(["y", "_pos"], sort=False):
+    order = nodes.assign(_pos=pos, _rank=rank, _size=-nodes["activation"].abs().fillna(0.0))
+    order = order.sort_values(["y", "_pos", "_rank", "_size"], kind="stable")
+    cells = order.groupby(["y", "_pos"], sort=False)
+    n_pos = int(pos.max()) + 1 if len(pos) else 1
+    crowd = [0] * n_pos
+    for (_, p), cell in cells:
+        crowd[p] = max(crowd[p], len(cell))
+    for lines in range(1, MAX_LINES + 1):  # the fewest lines giving every node MIN_SPACING_PX
+        floor = max(1.0, 0.2 * max(crowd) / lines)
+        width = [max(math.ceil(c / lines), floor) for c in crowd]
+        if PLOT_WIDTH_PX / sum(width) >= MIN_SPACING_PX:
+            break
+    left = [sum(width[:p]) for p in range(n_pos)]
+    x, y = nodes["y"].astype(float).copy(), nodes["y"].astype(float).copy()
+    for (row, p), cell in cells:
         n = len(cell)
+        n_lines = min(lines, math.ceil(n / width[p]))
+        per_line = math.ceil(n / n_lines)
+        gap = 0.0 if n_lines == 1 else 0.7 / (n_lines - 1)
         for i, idx in enumerate(cell.index):
-            offsets[idx] = 0.0 if n == 1 else CELL_WIDTH * (i / (n - 1) - 0.5)
-    return offsets
+            line, slot = divmod(i, per_line)
+            x[idx] = left[p] + (slot + 0.5) * width[p] / per_line
+            y[idx] = row + (line - (n_lines - 1) / 2) * gap
+    return x, y, {p: (left[p], left[p] + width[p]) for p in range(n_pos)}
 
 
 def _fmt(value) -> str:
@@ -97,7 +128,8 @@ def _card(row, sources: list, labels: dict) -> str:
         lines.append(f"Σ incoming ({row.n_in} edges): {_fmt(row.sum_in)}")
     else:
         verdict = "exact" if row.rel_err <= 1e-5 or row.err <= 1e-9 else "NOT exact"
-        lines.append(f"Σ incoming ({row.n_in} edges): {_fmt(row.sum_in)} vs activation: "
+        extra = f" + pruned mass {_fmt(row.pruned)}" if row.pruned else ""
+        lines.append(f"Σ incoming ({row.n_in} edges): {_fmt(row.sum_in)}{extra} vs activation: "
                      f"err {row.err:.2e}, rel {row.rel_err:.2e} ({verdict})")
     influence = getattr(row, "influence", float("nan"))
     if influence == influence:

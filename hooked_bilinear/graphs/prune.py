@@ -87,7 +87,7 @@ def prune_masks(graph, node_threshold: float = 0.8, edge_threshold: float = 0.98
     lw = logit_weights(graph)
     full = _index(graph)
     infl = _influence(full, _normalised(full), lw)
-    node_mask = (infl >= _threshold(infl[~always], node_threshold)) | always
+    node_mask = (infl >= _threshold(infl, node_threshold)) | always  # over every node, as circuit-tracer
     ix = _index(graph, node_mask=node_mask)
     a = _normalised(ix)
     score = a * (_influence(ix, a, lw) + lw)[ix.tgt]

@@ -16,7 +16,7 @@ By Euler's theorem for the quadratic `h = a b`, the edges of a neuron row sum to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -47,6 +47,12 @@ class PromptRun:
     h: list[Optional[Tensor]]
     h_real: list[Optional[Tensor]]
     logits: Tensor
+    features: dict = field(default_factory=dict)  # {layer: FeatureLayer}: that block's neurons are replaced by SAE features
+
+    def width(self, layer: int) -> int:
+        """Source nodes per position written by a block: d_mlp neurons, or d_sae features + the error node."""
+        F = self.features.get(layer)
+        return F.d_sae + 1 if F is not None else self.d_mlp
 
     @property
     def n(self) -> int:
@@ -62,13 +68,14 @@ class PromptRun:
         return layers[0].d_mlp if layers and layers[0].has_mlp else 0
 
 
-def mlp_hook_names(model) -> tuple[str, ...]:
+def mlp_hook_names(model, basis_layers=()) -> tuple[str, ...]:
     if model.cfg.attn_only:
         return ()
-    return tuple(f"blocks.{l}.mlp.hook_post" for l in range(model.cfg.n_layers))
+    return tuple(f"blocks.{l}.mlp.hook_post" for l in range(model.cfg.n_layers)) + \
+        tuple(f"blocks.{l}.hook_mlp_out" for l in basis_layers)
 
 
-def prompt_run(run: FrozenRun, b: int) -> PromptRun:
+def prompt_run(run: FrozenRun, b: int, basis: Optional[dict] = None) -> PromptRun:
     """Slice prompt `b` out of a frozen run and replay the MLP branches from its real resid_pre."""
     f = run.folded
     a_s, b_s, h_s, real = [], [], [], []
@@ -85,10 +92,16 @@ def prompt_run(run: FrozenRun, b: int) -> PromptRun:
         left, right = lr[:, :m] + L.b_l, lr[:, m:] + L.b_r
         a_s.append(left), b_s.append(right), h_s.append(left * right)
         real.append(run.extra[f"blocks.{l}.mlp.hook_post"][b])
+    feats = {}
+    if basis:
+        from hooked_bilinear.graphs.basis import fold_feature_layer
+
+        for l, sae in basis.items():
+            feats[l] = fold_feature_layer(sae, f.layers[l], h_s[l], run.extra[f"blocks.{l}.hook_mlp_out"][b])
     return PromptRun(
         folded=f, tokens=run.tokens[b], patterns=[p[b] for p in run.patterns], s1=[s[b] for s in run.scale1],
         s2=[None if s is None else s[b] for s in run.scale2], sf=run.scale_final[b], a=a_s, b=b_s, h=h_s,
-        h_real=real, logits=run.logits[b],
+        h_real=real, logits=run.logits[b], features=feats,
     )
 
 
@@ -106,11 +119,22 @@ def neuron_encoders(pr: PromptRun, layer: int, pos: Tensor, idx: Tensor) -> tupl
     return enc, own
 
 
+def feature_encoders(pr: PromptRun, layer: int, pos: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Encoders [R, d] and own constants [R] of SAE features (layer, pos[r], idx[r]): Σ_k w_fk × neuron k's."""
+    L, F = pr.folded.layers[layer], pr.features[layer]
+    m = L.d_mlp
+    wf = F.w[:, idx].T                                       # [R, m]
+    a, b = pr.a[layer][pos], pr.b[layer][pos]                # [R, m]
+    enc = 0.5 * ((wf * b) @ L.W_lr[:, :m].T + (wf * a) @ L.W_lr[:, m:].T) / pr.s2[layer][pos]
+    own = (wf * 0.5 * (L.b_l * b + a * L.b_r)).sum(-1) + F.c[idx]
+    return enc, own
+
+
 @dataclass
 class RowEdges:
     """Dense edges into R rows from every source (zeros where a source cannot reach a row).
 
-    tok, pos: [R, n]; const: [R, n_layers + 1, n] (layer n_layers = b_U'); neurons: per layer [R, n, m]
+    tok, pos: [R, n]; const: [R, n_layers + 1, n] (layer n_layers = b_U'); neurons: per layer [R, n, width] (width = d_mlp, or d_sae + 1 for an SAE basis: features, then the error)
     (None for attention-only models).
     """
 
@@ -136,12 +160,18 @@ def row_edges(pr: PromptRun, layer: Tensor, pos: Tensor, enc: Tensor, own: Tenso
         if L.has_mlp:
             # only rows above this block reach its neurons, and only at positions up to their own
             live = (layer > l).nonzero(as_tuple=True)[0]
-            E = enc.new_zeros(R, n, L.d_mlp)
+            F = pr.features.get(l)
+            E = enc.new_zeros(R, n, pr.width(l))
             if len(live):
                 q = int(pos[live].max()) + 1
-                E[live, :q] = (G[live, :q] @ L.W_out.T) * pr.h[l][:q]
+                Gl = G[live, :q]
+                if F is None:
+                    E[live, :q] = (Gl @ L.W_out.T) * pr.h[l][:q]
+                else:  # SAE features, then the error node (the last column)
+                    E[live, :q, :-1] = (Gl @ F.dec.T) * F.act[:q]
+                    E[live, :q, -1] = (Gl * F.err[:q]).sum(-1)
             neurons[l] = E
-            const[:, l] += G @ L.b_out
+            const[:, l] += G @ (L.b_out if F is None else F.bdec)
             at = layer == l
             G[rows[at], pos[at]] += enc[at]
         const[:, l] += G @ L.b_O

@@ -16,15 +16,12 @@ stores the viewer's pinned nodes and groups (`qParams`) back into `<slug>.json`.
 
 from __future__ import annotations
 
-import gzip
-import http.server
+import functools
 import importlib.util
 import json
 import logging
 import threading
 import warnings
-import webbrowser
-from functools import partial
 from pathlib import Path
 from typing import Union
 from urllib.parse import unquote, urlsplit
@@ -35,7 +32,8 @@ from hooked_bilinear.graphs.export import _SLUG, METADATA_FILE
 INSTALL_HINT = "pip install --no-deps circuit-tracer==0.5.0"
 TESTED_VERSION = "0.5.0"
 _DATA_PREFIXES = ("/data/", "/graph_data/")
-_GZIP_ABOVE = 1024**2
+_GZIP_ABOVE = 1024**2  # as circuit-tracer's local_server: large graph files travel gzipped
+_MAX_POST = 16 * 1024**2
 logger = logging.getLogger(__name__)
 
 
@@ -67,7 +65,7 @@ def frontend_dir() -> Path:
 class GraphServer:
     """A running viewer: `url`, `port`, `stop()`; a context manager; `wait()` blocks until Ctrl-C."""
 
-    def __init__(self, httpd: http.server.ThreadingHTTPServer, thread: threading.Thread, host: str):
+    def __init__(self, httpd, thread: threading.Thread, host: str):
         self._httpd, self._thread = httpd, thread
         self.port = int(httpd.server_address[1])
         self.url = f"http://{'localhost' if host in ('', '0.0.0.0') else host}:{self.port}/"
@@ -126,8 +124,10 @@ def serve(out_dir: Union[str, Path], port: int = 8041, open_browser: bool = Fals
     data = Path(out_dir)
     if not (data / METADATA_FILE).is_file():
         raise InputError(f"{str(data)!r} has no {METADATA_FILE}: write a graph there first with to_circuit_tracer")
+    import http.server
+
     assets = frontend_dir()
-    handler = partial(_Handler, directory=str(assets), data_dir=data.resolve())
+    handler = functools.partial(_handler_class(), directory=str(assets), data_dir=data.resolve())
     try:
         httpd = http.server.ThreadingHTTPServer((host, int(port)), handler)
     except OSError as e:
@@ -138,55 +138,68 @@ def serve(out_dir: Union[str, Path], port: int = 8041, open_browser: bool = Fals
     server = GraphServer(httpd, thread, host)
     logger.info("serving %s over %s at %s", data, assets, server.url)
     if open_browser:
+        import webbrowser
+
         webbrowser.open(server.url)
     return server
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def __init__(self, *args, data_dir: Path, **kwargs):
-        self.data_dir = data_dir
-        super().__init__(*args, **kwargs)
+@functools.lru_cache(maxsize=None)
+def _handler_class():
+    """The request handler (built on first use: http.server is imported only when serving)."""
+    import gzip
+    import http.server
 
-    def log_message(self, fmt, *args) -> None:
-        logger.debug("%s %s", self.address_string(), fmt % args)
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, data_dir: Path, **kwargs):
+            self.data_dir = data_dir
+            super().__init__(*args, **kwargs)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        path = urlsplit(self.path).path
-        prefix = next((p for p in _DATA_PREFIXES if path.startswith(p)), None)
-        if prefix is None:
-            return super().do_GET()
-        local = self._data_file(unquote(path[len(prefix):]))
-        if local is None:
-            return self.send_error(404, f"no graph file {path!r} in the served folder")
-        body = local.read_bytes()
-        self.send_response(200)
-        if len(body) > _GZIP_ABOVE and "gzip" in self.headers.get("Accept-Encoding", ""):
-            body = gzip.compress(body, compresslevel=3)
-            self.send_header("Content-Encoding", "gzip")
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        def log_message(self, fmt, *args) -> None:
+            logger.debug("%s %s", self.address_string(), fmt % args)
 
-    def do_POST(self) -> None:  # noqa: N802
-        path = urlsplit(self.path).path
-        slug = path[len("/save_graph/"):].strip("/") if path.startswith("/save_graph/") else ""
-        local = self._data_file(f"{slug}.json") if _SLUG.match(slug) else None
-        if local is None:
-            return self.send_error(404, f"no graph to save at {path!r}")
-        try:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            graph = json.loads(local.read_text())
-            graph["qParams"] = dict(body["qParams"])
-        except (ValueError, KeyError, TypeError) as e:
-            return self.send_error(400, f"expected a JSON body with qParams ({e})")
-        local.write_text(json.dumps(graph, separators=(",", ":")))
-        self.send_response(200)
-        self.end_headers()
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            path = urlsplit(self.path).path
+            prefix = next((p for p in _DATA_PREFIXES if path.startswith(p)), None)
+            if prefix is None:
+                return super().do_GET()
+            local = self._data_file(unquote(path[len(prefix):]))
+            if local is None:
+                return self.send_error(404, f"no graph file {path!r} in the served folder")
+            body = local.read_bytes()
+            self.send_response(200)
+            if len(body) > _GZIP_ABOVE and "gzip" in self.headers.get("Accept-Encoding", ""):
+                body = gzip.compress(body, compresslevel=3)
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
-    def _data_file(self, rel: str):
-        """The file `rel` inside the data folder, or None (missing, or outside it)."""
-        target = (self.data_dir / rel).resolve()
-        if not target.is_relative_to(self.data_dir) or not target.is_file():
-            return None
-        return target
+        def do_POST(self) -> None:  # noqa: N802
+            path = urlsplit(self.path).path
+            slug = path[len("/save_graph/"):].strip("/") if path.startswith("/save_graph/") else ""
+            local = self._data_file(f"{slug}.json") if _SLUG.match(slug) else None
+            if local is None:
+                return self.send_error(404, f"no graph to save at {path!r}")
+            size = int(self.headers.get("Content-Length") or 0)
+            if not 0 < size <= _MAX_POST:
+                return self.send_error(413 if size else 411, f"expected a JSON body of 1 to {_MAX_POST} bytes")
+            try:
+                body = json.loads(self.rfile.read(size))
+                graph = json.loads(local.read_text())
+                graph["qParams"] = dict(body["qParams"])
+            except (ValueError, KeyError, TypeError) as e:
+                return self.send_error(400, f"expected a JSON body with qParams ({e})")
+            local.write_text(json.dumps(graph, separators=(",", ":")))
+            self.send_response(200)
+            self.end_headers()
+
+        def _data_file(self, rel: str):
+            """The file `rel` inside the data folder, or None (missing, or outside it)."""
+            target = (self.data_dir / rel).resolve()
+            if not target.is_relative_to(self.data_dir) or not target.is_file():
+                return None
+            return target
+
+    return Handler

@@ -30,6 +30,9 @@ class TrainConfig:
         checkpoint_every: save every this many steps (and after the last step); needs `checkpoint_dir`.
         seed: seeds the batch order (a private `torch.Generator`); weights are seeded by the model config.
         progress: show a tqdm bar with the running loss.
+        threads: torch intra-op threads during training, restored afterwards. None: one thread for
+            a model of at most 2M parameters (faster for small models, see `hooked_bilinear.threads`),
+            the caller's setting otherwise.
     """
 
     steps: Optional[int] = None
@@ -47,11 +50,12 @@ class TrainConfig:
     checkpoint_every: Optional[int] = None
     seed: int = 0
     progress: bool = True
+    threads: Optional[int] = None
 
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.epochs is None):
             raise ValueError(f"give exactly one of steps and epochs, got steps={self.steps}, epochs={self.epochs}")
-        for name in ("steps", "epochs", "batch_size", "eval_every", "checkpoint_every"):
+        for name in ("steps", "epochs", "batch_size", "eval_every", "checkpoint_every", "threads"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")

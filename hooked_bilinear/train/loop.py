@@ -15,6 +15,7 @@ from torch import nn
 from hooked_bilinear.train.config import TrainConfig
 from hooked_bilinear.train.losses import Batch, LossFn, _num_examples, default_loss, evaluate
 from hooked_bilinear.train.schedule import lr_at
+from hooked_bilinear.threads import num_threads, threads_for
 
 BatchFn = Callable[[torch.Generator, int], Batch]
 EvalFn = Callable[[nn.Module, Batch], dict[str, float]]
@@ -65,6 +66,8 @@ def train(
 
     Works for `HookedBilinearTransformer` (batches with `tokens`, optionally `labels` or
     `loss_mask`) and `HookedBilinearMLP` (`images` + `labels`); see `hooked_bilinear.train.losses`.
+    A small model (<= 2M parameters) trains on one torch thread unless `config.threads` says
+    otherwise; the caller's thread count is restored afterwards (see `hooked_bilinear.threads`).
 
     Args:
         model: the model to train (its parameters are updated in place).
@@ -95,6 +98,13 @@ def train(
     loss_fn = loss_fn or default_loss
     if eval_fn is None:
         eval_fn = lambda m, d: evaluate(m, d, loss_fn)  # noqa: E731
+    with num_threads(threads_for(model, config.threads)):
+        return _train_loop(model, train_data, config, eval_data, loss_fn, eval_fn, log)
+
+
+def _train_loop(model: nn.Module, train_data: Union[Batch, BatchFn], config: TrainConfig, eval_data: Optional[Batch],
+                loss_fn: LossFn, eval_fn: EvalFn, log: Optional[Callable[[dict[str, float]], None]]) -> TrainHistory:
+    """The loop of `train`, with the thread count already set."""
     generator = torch.Generator().manual_seed(config.seed)
     total_steps, batches = _batch_stream(train_data, config, generator)
     device = next(model.parameters()).device

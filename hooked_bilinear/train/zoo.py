@@ -37,6 +37,10 @@ def build(name: str, out_dir: Optional[Path] = None, progress: bool = True) -> d
     elapsed = time.perf_counter() - start
     folder.mkdir(parents=True, exist_ok=True)
     trained.model.save_pretrained(str(folder))
+    if trained.variants:
+        from hooked_bilinear.zoo.variants import save_variants
+
+        save_variants(trained.variants, folder)
     card = _card(name, trained, elapsed)
     (folder / "zoo.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     (folder / "README.md").write_text(render_readme(card))
@@ -62,6 +66,7 @@ def _card(name: str, trained: Trained, elapsed: float) -> dict:
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "machine": platform.machine(), "threads": torch.get_num_threads()},
         "notes": trained.notes,
+        "tables": trained.tables,
         "evals": trained.history.evals,
     }
 
@@ -74,6 +79,17 @@ def _eval_table(evals: list[dict]) -> str:
     lines = ["| step | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     lines += [f"| {e['step']} | " + " | ".join(_fmt(e.get(k)) for k in keys) + " |" for e in evals]
     return "\n".join(lines)
+
+
+def _tables(tables: dict[str, list[dict]]) -> str:
+    """Each extra held-out table of the card as a titled Markdown table."""
+    parts = []
+    for title, rows in tables.items():
+        keys = list(rows[0]) if rows else []
+        lines = ["| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]
+        lines += ["| " + " | ".join(_fmt(r[k]) for k in keys) + " |" for r in rows]
+        parts.append(f"### {title[:1].upper() + title[1:]}\n\n" + "\n".join(lines))
+    return "\n\n".join(parts)
 
 
 def _summary(model) -> str:
@@ -98,6 +114,8 @@ def render_readme(card: dict) -> str:
                 f"batch {cfg['batch_size'] or 'full'}, grad clip {cfg['grad_clip']}, seed {cfg['seed']}")
     notes = "\n".join(f"- {n}" for n in card["notes"]) or "- none"
     curve = _eval_table(card.get("evals", []))
+    tables = _tables(card.get("tables", {}))
+    tables = f"\n{tables}\n" if tables else ""
     return f"""# {card['name']}
 
 **Task:** {card['task']}. Bundled with `hooked_bilinear`; load offline with
@@ -129,7 +147,7 @@ model = load_pretrained("{card['name']}")
 {metric_rows}
 
 Headline metric: `{card['metric']}`; `tests/train/test_zoo_models.py` recomputes it.
-
+{tables}
 ## Evaluation during training
 
 {curve}

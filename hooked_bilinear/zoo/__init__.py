@@ -1,7 +1,8 @@
 """The bundled model zoo: small bilinear models shipped inside the package, loadable offline.
 
 Each `hooked_bilinear/zoo/<name>/` holds `config.json` + `model.safetensors` (+ `tokenizer.json`),
-a `README.md` model card and `zoo.json` (task, metrics measured on held-out data, training time).
+a `README.md` model card and `zoo.json` (task, metrics measured on held-out data, training time), and
+sometimes a `variants.safetensors` with sibling models that the card's claims need (`zoo.variants`).
 Load one with `HookedBilinearTransformer.from_pretrained(name)` or `loading.load_pretrained(name)`;
 regenerate them with `python scripts/train_zoo.py` (see `hooked_bilinear.train.zoo`).
 

@@ -7,6 +7,7 @@ a stand-in with the same three attributes as `hooked_bilinear.graphs.graph.Attri
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -101,3 +102,24 @@ def hand_graph(n_layers: int = 2, n_pos: int = 4, per_cell: int = 2, seed: int =
     meta = dict(prompt="".join(tok_str), prompt_tokens=tok_str, model_name="hand-made", n_layers=n_layers,
                 d_mlp=d_mlp, frozen="attention patterns and norm scales", node_threshold=None, pruned=False)
     return cls(frame, pd.DataFrame(edges, columns=["source", "target", "weight"]), meta)
+
+
+INDUCTION_TOKENS = [0, 5, 9, 17, 23, 41, 5, 9, 17, 23]  # BOS, a block, its repeat: induction predicts 41
+
+
+@functools.lru_cache(maxsize=None)
+def induction_graph(max_nodes: int = 32):
+    """A real graph of the bundled induction-2l model (skips when the model or the builder is absent)."""
+    import pytest
+    import torch
+
+    from hooked_bilinear import HookedBilinearTransformer, bundled_models
+
+    try:
+        from hooked_bilinear.graphs import attribute
+    except ImportError:
+        pytest.skip("the graph builder (hooked_bilinear.graphs.attribute) is not on this branch yet")
+    if "induction-2l" not in bundled_models():
+        pytest.skip("induction-2l is not bundled")
+    model = HookedBilinearTransformer.from_pretrained("induction-2l")
+    return attribute(model, torch.tensor([INDUCTION_TOKENS]), max_nodes=max_nodes)

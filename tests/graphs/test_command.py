@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 
 import pytest
@@ -46,6 +48,27 @@ def test_command_writes_files_with_a_stand_in_builder(model_dir, tmp_path, capsy
     assert json.loads((out / "s.json").read_text())["metadata"]["slug"] == "s"
     assert [g["slug"] for g in json.loads((out / "graph-metadata.json").read_text())["graphs"]] == ["s"]
     assert "Plotly.newPlot" in (out / "s.html").read_text()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("circuit_tracer") is None,
+                    reason="--serve needs circuit-tracer: pip install --no-deps circuit-tracer==0.5.0")
+def test_command_serves_until_interrupted(model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(graphs, "attribute", lambda *a, **k: hand_graph(), raising=False)
+    served = []
+    serve_module = importlib.import_module("hooked_bilinear.graphs.serve")
+
+    def wait(self):  # instead of blocking until Ctrl-C: fetch the page once, then stop
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}data/graph-metadata.json", timeout=10) as r:
+            served.append(json.loads(r.read()))
+        self.stop()
+
+    monkeypatch.setattr(serve_module.GraphServer, "wait", wait)
+    assert main(["graph", str(model_dir), "1 2 3", "--out", str(tmp_path), "--slug", "live", "--serve",
+                 "--port", "0"]) == 0
+    assert [g["slug"] for g in served[0]["graphs"]] == ["live"]
+    assert "index.html?slug=live" in capsys.readouterr().out
 
 
 def test_targets_and_slugs(model_dir):

@@ -9,10 +9,15 @@ import pytest
 
 from hooked_bilinear.errors import InputError
 from hooked_bilinear.graphs import to_circuit_tracer
-from tests.graphs._fixtures import PrunableGraph, hand_graph
+from tests.graphs._fixtures import PrunableGraph, hand_graph, induction_graph
 
-gm = pytest.importorskip("circuit_tracer.frontend.graph_models",
-                         reason="circuit-tracer not installed: pip install --no-deps circuit-tracer==0.5.0")
+
+
+@pytest.fixture(scope="module")
+def gm():
+    """circuit-tracer's own schema (only this module of it is imported)."""
+    return pytest.importorskip("circuit_tracer.frontend.graph_models",
+                               reason="circuit-tracer not installed: pip install --no-deps circuit-tracer==0.5.0")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +30,7 @@ def _write(graph, tmp_path, slug="g"):
     return json.loads(path.read_text()), json.loads((tmp_path / "graph-metadata.json").read_text())
 
 
-def test_files_validate_against_circuit_tracer_schema(graph, tmp_path):
+def test_files_validate_against_circuit_tracer_schema(gm, graph, tmp_path):
     data, listing = _write(graph, tmp_path)
     model = gm.Model.model_validate(data)
     fields = set(gm.Node.model_fields)
@@ -38,7 +43,7 @@ def test_files_validate_against_circuit_tracer_schema(graph, tmp_path):
     assert model.metadata.prompt_tokens == graph.meta["prompt_tokens"]
 
 
-def test_nodes_are_circuit_tracer_constructors(graph, tmp_path):
+def test_nodes_are_circuit_tracer_constructors(gm, graph, tmp_path):
     data, _ = _write(graph, tmp_path)
     by_id = {n["node_id"]: n for n in data["nodes"]}
     frame = graph.nodes.set_index("node_id")
@@ -94,7 +99,8 @@ def test_viewer_needs_unique_features_and_remainders_are_labelled(graph, tmp_pat
 
 def test_influence_is_circuit_tracers_cumulative_score(graph, tmp_path):
     data, _ = _write(graph, tmp_path)
-    raw = {r.node_id: r.influence for r in graph.nodes.itertuples() if not math.isnan(r.influence)}
+    raw = {r.node_id: r.influence for r in graph.nodes.itertuples()
+           if not math.isnan(r.influence)}  # circuit-tracer's cumulative score runs over every node
     total = sum(raw.values())
     for n in data["nodes"]:
         if n["node_id"] not in raw:
@@ -149,6 +155,41 @@ def test_bad_folders_and_values_write_nothing(graph, tmp_path):
     with pytest.raises(InputError, match="finite"):
         to_circuit_tracer(bad, tmp_path / "new", "g")
     assert not (tmp_path / "new").exists()
+    with pytest.raises(InputError, match="node_threshold=1.5"):
+        to_circuit_tracer(hand_graph(cls=PrunableGraph), tmp_path / "new", "g", node_threshold=1.5)
+    assert not (tmp_path / "new").exists()
     bad.meta.pop("prompt_tokens")
     with pytest.raises(InputError, match="prompt_tokens"):
         to_circuit_tracer(bad, tmp_path / "new", "g")
+
+
+def test_a_real_graph_exports_pruned_and_valid(gm, tmp_path):
+    graph = induction_graph(32)
+    pruned = graph.prune(0.8, 0.98)
+    data, listing = _write(graph, tmp_path)
+    gm.Model.model_validate(data)
+    assert listing["graphs"][0]["node_threshold"] == 0.8
+    assert data["metadata"]["prompt_tokens"] == graph.meta["prompt_tokens"]
+    ids = {n["node_id"] for n in data["nodes"]}
+    assert ids <= set(pruned.nodes["node_id"])
+    assert set(pruned.targets["node_id"]) <= ids
+    want = {(s, t): w for s, t, w in pruned.edges.itertuples(index=False) if s in ids and t in ids}
+    assert {(e["source"], e["target"]): e["weight"] for e in data["links"]} == want
+    frame = pruned.nodes.set_index("node_id")
+    for n in data["nodes"]:
+        row = frame.loc[n["node_id"]]
+        if row.kind == "neuron":
+            ref = gm.Node.feature_node(int(row.layer), int(row.pos), int(row["index"]), activation=float(row.activation))
+            assert {k: n[k] for k in ("node_id", "feature", "layer", "ctx_idx", "feature_type", "jsNodeId")} == \
+                {k: getattr(ref, k) for k in ("node_id", "feature", "layer", "ctx_idx", "feature_type", "jsNodeId")}
+        if row.kind == "logit":
+            assert n["clerp"].startswith('Output "') and f"(p={row.token_prob:.3f})" in n["clerp"]
+    keys = [(n["layer"], n["feature"], n["ctx_idx"]) for n in data["nodes"]]
+    assert len(keys) == len(set(keys))
+    scores = [n["influence"] for n in data["nodes"] if n["influence"] is not None]
+    assert scores and all(0 < s <= 1 for s in scores)
+    # the viewer's slider at node_threshold hides influence > 0.8 (embeddings and logits are always shown):
+    # of the prunable nodes, all but the one crossing 0.8 stay shown
+    prunable = [n["influence"] for n in data["nodes"] if n["influence"] is not None
+                and n["feature_type"] not in ("embedding", "logit")]
+    assert sum(s > 0.8 for s in prunable) <= 1

@@ -40,20 +40,45 @@ def test_every_node_is_drawn_once_in_its_row_and_position(graph):
         if trace.customdata is not None:
             points.update({nid: (x, y) for nid, x, y in zip(trace.customdata, trace.x, trace.y)})
     assert set(points) == set(graph.nodes["node_id"])
+    columns = node_layout(graph).attrs["columns"]
+    assert sorted(columns) == list(range(graph.nodes["pos"].max() + 1))
+    edges = [columns[p] for p in sorted(columns)]
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(edges, edges[1:]))  # side by side, in order
     n_layers = graph.meta["n_layers"]
     feeds = dict(zip(graph.edges["source"], graph.edges["target"]))
     pos = dict(zip(graph.nodes["node_id"], graph.nodes["pos"]))
     for row in graph.nodes.itertuples():
         x, y = points[row.node_id]
         if row.kind == "logit" or row.layer >= n_layers:
-            assert y == n_layers + 1
+            want = n_layers + 1
         elif row.kind in ("embedding", "position") or row.layer < 0:
-            assert y == 0
+            want = 0
         else:
-            assert y == row.layer + 1
-        at = row.pos if row.pos >= 0 else pos[feeds[row.node_id]]
-        assert abs(x - at) <= 0.4 + 1e-12, row.node_id
+            want = row.layer + 1
+        assert abs(y - want) <= 0.35 + 1e-12, row.node_id
+        left, right = columns[row.pos if row.pos >= 0 else pos[feeds[row.node_id]]]
+        assert left < x < right, row.node_id
     assert len(set(points.values())) == len(points)  # no two nodes on the same spot
+
+
+def test_a_crowded_position_gets_a_wider_column_and_wraps():
+    import pandas as pd
+
+    graph = hand_graph(n_layers=1, n_pos=3, per_cell=1)
+    crowd = pd.DataFrame([dict(node_id=f"0_{k}_2", kind="neuron", layer=0, pos=2, index=k, activation=float(k),
+                               label=f"mlp0 n{k} @2", influence=0.1, is_row=False, token_prob=0.0, is_target=False)
+                          for k in range(100, 400)])
+    graph.nodes = pd.concat([graph.nodes, crowd], ignore_index=True)
+    nodes = node_layout(graph)
+    columns = nodes.attrs["columns"]
+    width = {p: b - a for p, (a, b) in columns.items()}
+    assert width[2] > 3 * width[0]
+    at2 = nodes[(nodes["pos"] == 2) & (nodes["y"].round() == 1)]
+    assert at2["y"].nunique() > 1 and (at2["y"] - 1).abs().max() <= 0.35 + 1e-12  # wrapped onto lines
+    scale = 1100 / max(b for _, b in columns.values())  # px per x unit, as the figure draws it
+    xy = sorted(zip(at2["y"], at2["x"]))
+    gaps = [(b[1] - a[1]) * scale for a, b in zip(xy, xy[1:]) if a[0] == b[0]]
+    assert min(gaps) >= 10 - 1e-9
 
 
 def test_edges_are_drawn_with_width_by_magnitude_and_colour_by_sign(graph):
@@ -149,3 +174,30 @@ def test_show_displays_the_page_in_an_iframe(graph, monkeypatch):
     (obj,) = shown
     assert obj.data.startswith("<div><iframe srcdoc=") and "height:500px" in obj.data
     assert "Plotly.newPlot" in obj.data and "<script" not in obj.data  # the page is escaped inside srcdoc
+
+
+def test_cards_agree_with_check_on_a_pruned_real_graph():
+    from tests.graphs._fixtures import induction_graph
+
+    pruned = induction_graph(32).prune(0.8, 0.98)
+    nodes = node_layout(pruned)
+    check = pruned.check()
+    assert nodes["rel_err"].max() == pytest.approx(check.max_rel_err, rel=1e-9)
+    assert nodes.loc[nodes["rel_err"].idxmax(), "node_id"] == check.worst_node
+    assert (nodes["pruned"].fillna(0) != 0).any()  # pruning removed mass, and the cards add it back
+    assert not nodes["hover"].str.contains("NOT exact").any()
+
+
+def test_bad_arguments_are_clear_errors_and_write_nothing(graph, tmp_path):
+    from hooked_bilinear.errors import InputError
+
+    for kwargs, message in [({"max_edges": 0}, "max_edges=0"), ({"max_nodes": -3}, "max_nodes=-3"),
+                            ({"prune": True}, "no prune method")]:
+        with pytest.raises(InputError, match=message):
+            to_html(graph, tmp_path / "x.html", **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_page_title_is_plain_text(page):
+    title = page.split("<title>", 1)[1].split("</title>", 1)[0]
+    assert "hand-made" in title and "<" not in title and "frozen:" in title

@@ -45,7 +45,7 @@ def test_prune_keeps_the_nodes_and_edges_the_dense_algorithm_keeps(graph):
     ids, An, w, infl = dense(graph)
     kind = graph.nodes["kind"].to_numpy()
     always = np.isin(kind, ["embedding", "logit"])
-    s = np.sort(infl[~always])[::-1]
+    s = np.sort(infl)[::-1]  # circuit-tracer thresholds over every node, then keeps embeddings and logits
     thr = s[min(np.searchsorted(np.cumsum(s) / s.sum(), 0.8), len(s) - 1)]
     node_mask = (infl >= thr) | always
     P = An * 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import importlib
 import importlib.util
@@ -21,12 +22,14 @@ needs_ct = pytest.mark.skipif(importlib.util.find_spec("circuit_tracer") is None
                               reason="circuit-tracer not installed: pip install --no-deps circuit-tracer==0.5.0")
 
 
-def _get(port, path, method="GET", body=None):
+def _get(port, path, method="GET", body=None, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+        conn.request(method, path, body=body, headers={**({"Content-Type": "application/json"} if body else {}),
+                                                         **(headers or {})})
         response = conn.getresponse()
-        return response.status, response.read()
+        data = response.read()
+        return response.status, gzip.decompress(data) if response.getheader("Content-Encoding") == "gzip" else data
     finally:
         conn.close()
 
@@ -58,6 +61,15 @@ def test_serves_frontend_and_graph_files_then_stops(folder):
         assert _get(server.port, "/save_graph/hand", "POST", saved)[0] == 200
         assert json.loads((folder / "hand.json").read_text())["qParams"]["pinnedIds"] == "0_1_2"
         assert _get(server.port, "/save_graph/..", "POST", saved)[0] == 404
+        big = {"metadata": {}, "nodes": [{"node_id": f"0_{i}_0"} for i in range(60_000)]}
+        (folder / "big.json").write_text(json.dumps(big))
+        assert (folder / "big.json").stat().st_size > 1024**2
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", "/graph_data/big.json", headers={"Accept-Encoding": "gzip"})
+        response = conn.getresponse()
+        assert response.getheader("Content-Encoding") == "gzip"  # large files travel compressed
+        assert json.loads(gzip.decompress(response.read())) == big
+        conn.close()
         port = server.port
     with pytest.raises(OSError):
         _get(port, "/index.html")

@@ -13,6 +13,7 @@ from hooked_bilinear.train.tasks import (
     stdlib_corpus,
     tokens_to_text,
     train_bpe_tokenizer,
+    varied_repeats,
 )
 from hooked_bilinear.train.tasks.corpus import EOS, stdlib_files
 
@@ -65,10 +66,59 @@ def test_repeated_tokens_with_offsets():
         repeated_tokens(2, half_len=4, max_offset=3)
 
 
+def test_repeated_tokens_without_bos_drops_only_the_bos_column():
+    with_bos = repeated_tokens(4, half_len=6, d_vocab=20, seed=5)
+    without = repeated_tokens(4, half_len=6, d_vocab=20, seed=5, bos=False)
+    assert torch.equal(without["tokens"], with_bos["tokens"][:, 1:]) and (without["tokens"] > 0).all()
+    assert without["first_mask"][0].nonzero().flatten().tolist() == list(range(1, 6))  # targets of the first copy
+    assert without["repeat_mask"][0].nonzero().flatten().tolist() == list(range(7, 12))
+
+
+def test_varied_repeats_rows_repeat_with_their_period():
+    data = varied_repeats(300, length=40, d_vocab=30, min_period=4, seed=1)
+    tokens, first, repeat = data["tokens"], data["first_mask"], data["repeat_mask"]
+    assert tokens.shape == first.shape == repeat.shape == (300, 40)
+    periods, bos_rows, prefixed = set(), 0, 0
+    for row, f, r in zip(tokens, first, repeat):
+        has_bos = int(row[0]) == 0
+        bos_rows += has_bos
+        assert (row[int(has_bos):] > 0).all() and (row < 30).all()  # 0 only as the first token
+        second = int(r.nonzero()[0]) - 1  # first position of the second copy
+        # brute force: the smallest P in range such that row[t] == row[t - P] for every t >= second
+        period = next(p for p in range(4, 20) if bool((row[second:] == row[second - p : 40 - p]).all())
+                      and second - p >= int(has_bos))
+        periods.add(period)
+        block_start = second - period
+        prefixed += block_start > int(has_bos)
+        assert f[1:second].all() and not f[second:].any() and not f[0]
+        assert r[second + 1:].all() and not r[: second + 1].any()
+    assert min(periods) == 4 and max(periods) == 19  # (40 - 1) // 2
+    assert 90 < bos_rows < 210 and 50 < prefixed < 250
+    assert torch.equal(varied_repeats(300, 40, 30, min_period=4, seed=1)["tokens"], tokens)
+
+
+@pytest.mark.parametrize("kwargs", [dict(min_period=1), dict(min_period=10, max_period=9), dict(max_period=20),
+                                    dict(d_vocab=2), dict(n=0)])
+def test_varied_repeats_errors(kwargs):
+    args = dict(n=2, length=40, d_vocab=30) | kwargs
+    with pytest.raises(ValueError):
+        varied_repeats(**args)
+
+
+def test_induction_tokenizer_has_a_special_bos_it_prepends_on_request():
+    tok = induction_tokenizer(16)
+    assert tok.token_to_id("[BOS]") == 0
+    assert tok.encode("t3 t5").ids == [0, 3, 5]  # add_special_tokens=True: BOS first
+    assert tok.encode("t3 t5", add_special_tokens=False).ids == [3, 5]
+    assert tok.decode([0, 3], skip_special_tokens=True) == "t3"
+    added = [t for t in tok.get_added_tokens_decoder().items()]
+    assert [(i, t.content, t.special) for i, t in added] == [(0, "[BOS]", True)]
+
+
 def test_induction_tokenizer_roundtrip():
     tok = induction_tokenizer(16)
     tokens = repeated_tokens(1, half_len=4, d_vocab=16, seed=0)["tokens"][0]
-    assert tok.encode(tokens_to_text(tokens)).ids == tokens.tolist()
+    assert tok.encode(tokens_to_text(tokens), add_special_tokens=False).ids == tokens.tolist()
     assert tok.get_vocab_size() == 16
 
 

@@ -50,9 +50,8 @@ def kernel_env(tmp_path_factory):
         "JUPYTER_PATH": os.pathsep.join(filter(None, [str(root), os.environ.get("JUPYTER_PATH")])),
         "MPLBACKEND": "Agg",
         "HF_HUB_OFFLINE": "1",
-        # Tiny models: one intra-op thread avoids thread-pool thrashing on a busy 2-core machine
-        # (measured 100x slower with 2 threads under load). A value set by the caller wins.
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        # No thread pin here: the kernel starts with torch's default thread count, as a user's does, and
+        # each notebook sets its own in its first cell (see tutorials/README.md for the measured times).
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
