@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from hooked_bilinear.jobs.base import Job
 
 # kind → "module:class"; imported only when that kind is used.
-KINDS = {"spectra": "hooked_bilinear.jobs.spectra:SpectraJob", "graphs": "hooked_bilinear.jobs.graphs:GraphsJob"}
+KINDS = {"spectra": "hooked_bilinear.jobs.spectra:SpectraJob", "graphs": "hooked_bilinear.jobs.graphs:GraphsJob",
+         "interactions": "hooked_bilinear.jobs.interactions:InteractionsJob"}
 
 
 def job_class(kind: str) -> type["Job"]:

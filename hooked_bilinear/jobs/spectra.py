@@ -70,6 +70,19 @@ def load_directions(spec: str, d_model: int, model=None) -> Tensor:
     return U
 
 
+def parse_layers(arg: str | list[int], n: int) -> list[int]:
+    """``"all"`` or comma-separated layer indices (or a list), each in [0, n) and listed once."""
+    if arg == "all":
+        return list(range(n))
+    try:
+        layers = [int(x) for x in str(arg).split(",")] if isinstance(arg, str) else [int(x) for x in arg]
+    except ValueError as e:
+        raise JobError(f"--layers {arg!r} must be 'all' or comma-separated ints") from e
+    if not layers or len(set(layers)) != len(layers) or any(not 0 <= x < n for x in layers):
+        raise JobError(f"--layers {arg!r}: each layer must be in [0, {n}) and listed once")
+    return layers
+
+
 def _digest(U: Tensor) -> str:
     return hashlib.sha256(U.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()).hexdigest()[:16]
 
@@ -118,18 +131,7 @@ class SpectraJob(Job):
         cfg = model.cfg
         if cfg.attn_only or cfg.gate is not None:
             raise JobError(f"model {self.model_name!r} has no bilinear MLPs (attn_only={cfg.attn_only}, gate={cfg.gate!r})")
-        n = cfg.n_layers
-        if self.layers_arg == "all":
-            layers = list(range(n))
-        else:
-            try:
-                layers = [int(x) for x in str(self.layers_arg).split(",")] if isinstance(self.layers_arg, str) \
-                    else [int(x) for x in self.layers_arg]
-            except ValueError as e:
-                raise JobError(f"--layers {self.layers_arg!r} must be 'all' or comma-separated ints") from e
-            bad = [x for x in layers if not 0 <= x < n]
-            if bad or not layers or len(set(layers)) != len(layers):
-                raise JobError(f"--layers {self.layers_arg!r}: each layer must be in [0, {n}) and listed once")
+        layers = parse_layers(self.layers_arg, cfg.n_layers)
         if self.k > cfg.d_model:
             raise JobError(f"--k {self.k} exceeds d_model={cfg.d_model}")
         self.model, self.layers = model, layers
