@@ -133,7 +133,7 @@ def _child(spec: dict) -> dict:
                 g, peak = _peak(call)
                 attr_s, fwd_s = time.thread_time() - start, out["forward_s"]
             rows = int(g.nodes["is_row"].sum())
-            batch = _auto_batch(None, n, cfg.n_layers, cfg.d_mlp, 4)
+            batch = _auto_batch(None, n, cfg.n_layers, cfg.d_mlp, cfg.d_model, 4)
             out["cases"].append(dict(
                 max_nodes=m, attr_s=attr_s, fwd_s=fwd_s, peak_kb=peak, rows=rows, batch=batch,
                 sweeps=int(g.meta["sweeps"]), edges=len(g.edges), nodes=len(g.nodes), targets=len(g.targets),

@@ -12,8 +12,9 @@ import torch
 
 from hooked_bilinear._tl import TransformerLensConfig
 
-NormType = Optional[Literal["LN", "LNPre", "RMS", "RMSPre"]]
-NORMALIZATION_TYPES = (None, "LN", "LNPre", "RMS", "RMSPre")
+NormType = Optional[Literal["LN", "LNPre", "RMS", "RMSPre", "Scale"]]
+NORMALIZATION_TYPES = (None, "LN", "LNPre", "RMS", "RMSPre", "Scale")
+ATTENTION_KINDS = ("softmax", "bilinear")
 POSITIONAL_TYPES = ("standard", "rotary", "none")
 GATES = (None, "silu", "relu", "gelu")
 INIT_SCHEMES = ("gpt2", "xavier_normal", "zeros")
@@ -34,7 +35,8 @@ class HookedBilinearConfig(TransformerLensConfig):
 
     Args:
         d_model, d_head, n_layers, n_ctx, n_heads, d_mlp, d_vocab: sizes.
-        normalization_type: None, "LN", "LNPre" (no weights), "RMS" or "RMSPre" (no weights).
+        normalization_type: None, "LN", "LNPre" (no weights), "RMS", "RMSPre" (no weights) or "Scale"
+            (a learnable per-channel scale `x * w`, linear: the norm of fully bilinear models).
         eps: added to the variance inside the norms.
         positional_embedding_type: "standard" (learned W_pos), "rotary" or "none".
         rotary_dim: dimensions of each head that are rotated (default: d_head).
@@ -44,7 +46,10 @@ class HookedBilinearConfig(TransformerLensConfig):
         mlp_bias: train b_l, b_r, b_out (added before the product for b_l, b_r).
         unembed_bias: train b_U.
         gate: None for bilinear; "silu", "relu" or "gelu" for SwiGLU/ReGLU/GeGLU.
-        attn_scale: divisor of the attention scores (default sqrt(d_head)).
+        attention: "softmax" (default) or "bilinear": softmax-free `A = mask·(q1·k1)(q2·k2)/attn_scale`
+            with two query/key pairs per head (components/bilinear_attention.py).
+        attn_scale: divisor of the attention scores (default sqrt(d_head)); with bilinear attention the
+            divisor of the product of the two scores (default d_head, i.e. sqrt(d_head) per factor).
         init_scheme: "gpt2" (normal, std init_range), "xavier_normal", or "zeros".
         init_range: std for "gpt2" init (default 0.8 / sqrt(d_model)).
         seed: seed for weight initialisation (None leaves the global RNG alone).
@@ -61,6 +66,7 @@ class HookedBilinearConfig(TransformerLensConfig):
     unembed_bias: bool = True
     gate: Optional[str] = None
     attn_scale: Optional[float] = None
+    attention: str = "softmax"
     init_scheme: str = "gpt2"
     init_range: Optional[float] = None
     seed: Optional[int] = None
@@ -120,8 +126,10 @@ class HookedBilinearConfig(TransformerLensConfig):
                 raise ConfigError(f"rotary_base must be a finite number > 0, got {self.rotary_base!r}")
         if not self.attn_only and (not _is_int(self.d_mlp) or self.d_mlp <= 0):
             raise ConfigError(f"d_mlp must be a positive integer, got {self.d_mlp!r}")
+        if self.attention not in ATTENTION_KINDS:
+            raise ConfigError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
         if self.attn_scale is None:
-            self.attn_scale = math.sqrt(self.d_head)
+            self.attn_scale = math.sqrt(self.d_head) if self.attention == "softmax" else float(self.d_head)
         if not _is_real(self.attn_scale) or self.attn_scale <= 0:
             raise ConfigError(f"attn_scale must be a finite number > 0 (scores are divided by it), got {self.attn_scale!r}")
         if self.init_range is None:

@@ -84,6 +84,8 @@ def decompose(
         target: None (terms hold the full output at every position), or what to attribute: an int
             token (its logit at the last position), a (token, other) logit difference, a float direction
             tensor, or a `Target`. "lazy" defaults to the top predicted token at the last position.
+            `Target.score(layer, head, query_pos, key_pos)` expands an attention score into query × key
+            source pairs instead and returns a `ScoreDecomposition` (levels 1, 2, "neurons"; circuits/qk.py).
         at: "logits", or a layer l / "blocks.{l}.hook_resid_pre" to decompose the residual stream
             entering block l (l = n_layers is the final residual stream).
         budget: nodes expanded by "lazy"; `tol` stops it once every remainder is below tol·|total|.
@@ -107,6 +109,15 @@ def decompose(
         True
         >>> d.top(5)[["label", "contribution"]]
     """
+    if isinstance(target, Target) and target.kind == "score":  # a bilinear form, not a readout: circuits/qk.py
+        from hooked_bilinear.circuits.qk import decompose_score
+
+        return decompose_score(model, tokens, target, level=level, at=at, dtype=dtype)
+    if getattr(model.cfg, "attention", "softmax") == "bilinear":  # nothing to freeze: circuits/unfrozen.py
+        from hooked_bilinear.circuits.unfrozen import decompose_unfrozen
+
+        return decompose_unfrozen(model, tokens, level=level, target=target, at=at, budget=budget,
+                                  max_terms=max_terms, tol=tol, dtype=dtype, progress=progress)
     if level not in LEVELS:
         raise InputError(f"level must be one of {LEVELS}, got {level!r}")
     engine, start = make_engine(model, tokens, target, at, dtype, default_top=level == "lazy")
@@ -131,5 +142,10 @@ def expand_lazy(model, tokens, target=None, at: Union[str, int] = "logits",
         ...     lazy.step()
         ...     assert lazy.decomposition().check().max_rel_err < 1e-5   # exact after every step
     """
+    if getattr(model.cfg, "attention", "softmax") == "bilinear":  # nothing frozen: circuits/unfrozen.py
+        from hooked_bilinear.circuits.unfrozen import describe, unfrozen_setup
+
+        engine, start = unfrozen_setup(model, tokens, "lazy", target, at, dtype)
+        return LazyExpansion(engine, start, description=describe(engine, model))
     engine, start = make_engine(model, tokens, target, at, dtype, default_top=True)
     return LazyExpansion(engine, start)

@@ -76,7 +76,24 @@ class Target:
         """Σ over positions p < n-1 of the logit of tokens[p+1] (the teacher-forced next token)."""
         return cls("next_token", None)
 
+    # ---- attention-score target (QK expansion, circuits/qk.py; not a readout of the residual stream)
+    @classmethod
+    def score(cls, layer: int, head: int, query_pos: int = -1, key_pos: PosSpec = None) -> "Target":
+        """Pre-softmax score `hook_attn_scores[b, head, query_pos, key_pos]` of head (layer, head).
+
+        `decompose(model, tokens, target=Target.score(...))` splits it into (query source × key source)
+        pairs (`ScoreDecomposition`). `key_pos=None` takes every key position up to the query (the
+        whole pattern row); an int or a list of ints picks some.
+        """
+        from hooked_bilinear.circuits.qk_target import make_score_target
+
+        return make_score_target(cls, layer, head, query_pos, key_pos)
+
     def describe(self) -> str:
+        if self.kind == "score":
+            from hooked_bilinear.circuits.qk_target import describe_score
+
+            return describe_score(self)
         where = "all but the last position" if self.kind == "next_token" else f"pos {self.pos}"
         what = {"logit": f"logit[{_short(self.a)}]", "logit_diff": f"logit[{_short(self.a)}] - logit[{_short(self.b)}]",
                 "direction": "direction u", "next_token": "next-token logit"}[self.kind]

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from hooked_bilinear.hook_point import HookPoint
 from hooked_bilinear.components.attention import Attention
+from hooked_bilinear.components.bilinear_attention import BilinearAttention
 from hooked_bilinear.components.bilinear_mlp import BilinearMLP
 from hooked_bilinear.components.norms import make_norm
 from hooked_bilinear.config import HookedBilinearConfig
@@ -24,7 +25,7 @@ class TransformerBlock(nn.Module):
         self.cfg = cfg
         self.layer = layer
         self.ln1 = make_norm(cfg)
-        self.attn = Attention(cfg)
+        self.attn = BilinearAttention(cfg) if cfg.attention == "bilinear" else Attention(cfg)
         self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
         self.hook_attn_out = HookPoint()  # [batch, pos, d_model]
         self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]

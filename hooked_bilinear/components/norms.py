@@ -108,7 +108,23 @@ class RMSNormPre(_Norm):
     """Weightless RMSNorm (the norm of the public Dooms et al. models, eps 1e-8)."""
 
 
-NORMS = {"LN": LayerNorm, "LNPre": LayerNormPre, "RMS": RMSNorm, "RMSPre": RMSNormPre}
+class ChannelScale(_Norm):
+    """`x * w`: a learnable per-channel scale and no normalisation (σ ≡ 1), linear in x.
+
+    The "norm" of fully bilinear transformers (e.g. `henrylhale/bilinear-vpd`), which keeps the model a
+    polynomial of its embeddings. `hook_scale` reads ones so tools that freeze σ treat it like the others.
+    """
+
+    has_weight = True
+
+    def _sigma(self, centered: Tensor) -> Tensor:
+        return centered.new_ones((*centered.shape[:-1], 1))
+
+    def _fused(self, x: Tensor) -> Optional[Tensor]:
+        return x * self.w
+
+
+NORMS = {"LN": LayerNorm, "LNPre": LayerNormPre, "RMS": RMSNorm, "RMSPre": RMSNormPre, "Scale": ChannelScale}
 
 
 def make_norm(cfg: HookedBilinearConfig) -> Optional[nn.Module]:

@@ -47,6 +47,14 @@ def load_pretrained(name_or_path: str | os.PathLike, **kwargs: Any):
     return load_public(name, **kwargs).eval()
 
 
+def load_bilinear_attention(name_or_path, **kwargs: Any):
+    """Load a public softmax-free bilinear-attention checkpoint (torch.save, read with weights_only=True);
+    see `hooked_bilinear.loading.bilinear_attn.load_bilinear_attention`."""
+    from hooked_bilinear.loading.bilinear_attn import load_bilinear_attention as _load
+
+    return _load(name_or_path, **kwargs)
+
+
 def list_pretrained(as_frame: bool = True):
     """Known Hub ids with their sizes (a pandas DataFrame); see `loading.registry`."""
     from hooked_bilinear.loading.registry import list_pretrained as _list
@@ -54,4 +62,4 @@ def list_pretrained(as_frame: bool = True):
     return _list(as_frame)
 
 
-__all__ = ["ZOO_DIR", "bundled_models", "list_pretrained", "load_native", "load_pretrained", "save_native"]
+__all__ = ["ZOO_DIR", "bundled_models", "list_pretrained", "load_bilinear_attention", "load_native", "load_pretrained", "save_native"]

@@ -300,5 +300,7 @@ class HookedBilinearTransformer(ConfigSyncMixin, WeightAccessors, TokenizationMi
         return (
             f"HookedBilinearTransformer({c.model_name!r}: {n_params:,} parameters, n_layers={c.n_layers}, d_model={c.d_model}, "
             f"n_heads={c.n_heads}, d_head={c.d_head}, d_mlp={c.d_mlp}, d_vocab={c.d_vocab}, n_ctx={c.n_ctx}, "
-            f"norm={c.normalization_type}, pos={c.positional_embedding_type}, gate={c.gate})"
+            f"norm={c.normalization_type}, pos={c.positional_embedding_type}, gate={c.gate}"
+            + (", attn_only" if c.attn_only else "")
+            + ("" if getattr(c, "attention", "softmax") == "softmax" else f", attention={c.attention}") + ")"
         )

@@ -24,6 +24,12 @@ def _fold_into(norm, weights_and_biases) -> None:
         W.mul_(w[:, None])
 
 
+def _attention_inputs(attn, cfg) -> list:
+    """(W, b) of every projection reading ln1's output: Q, K, V (softmax) or Q1, K1, Q2, K2, V (bilinear)."""
+    names = ("Q", "K", "V") if getattr(cfg, "attention", "softmax") == "softmax" else ("Q1", "K1", "Q2", "K2", "V")
+    return [(getattr(attn, f"W_{n}"), getattr(attn, f"b_{n}")) for n in names]
+
+
 @torch.no_grad()
 def fold_layer_norm(model):
     """Fold the norm weights into W_Q/W_K/W_V (ln1), W_l/W_r (ln2) and W_U (ln_final).
@@ -31,17 +37,27 @@ def fold_layer_norm(model):
     Afterwards the norms are weightless (LN -> LNPre, RMS -> RMSPre); hook names are unchanged.
     """
     cfg = model.cfg
-    if cfg.normalization_type not in ("LN", "RMS"):
+    if cfg.normalization_type not in ("LN", "RMS", "Scale"):
         return model  # nothing to fold: no norm, or already weightless
     for block in model.blocks:
         attn = block.attn
-        for W, b in ((attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K), (attn.W_V, attn.b_V)):
+        for W, b in _attention_inputs(attn, cfg):
             if hasattr(block.ln1, "b"):
                 b.add_(torch.einsum("d,hde->he", block.ln1.b, W))
             W.mul_(block.ln1.w[None, :, None])
         if not cfg.attn_only:
             _fold_into(block.ln2, [(block.mlp.W_l, block.mlp.b_l), (block.mlp.W_r, block.mlp.b_r)])
     _fold_into(model.ln_final, [(model.unembed.W_U, model.unembed.b_U)])
+    if cfg.normalization_type == "Scale":  # x * w folded away: no norm is left at all
+        cfg.normalization_type = None
+        cfg.layer_norm_folding = True
+        for block in model.blocks:
+            block.ln1 = None
+            if not cfg.attn_only:
+                block.ln2 = None
+        model.ln_final = None
+        model.setup()
+        return model
     new_type = _PRE[cfg.normalization_type]
     if cfg.normalization_type == "LN":
         # The LN bias now lives in these biases: mark them as real (trainable) biases.
@@ -94,7 +110,15 @@ def center_unembed(model):
 
 @torch.no_grad()
 def fold_value_biases(model):
-    """`b_O += Σ_h b_V^h W_O^h`, `b_V = 0` (exact because every pattern row sums to 1)."""
+    """`b_O += Σ_h b_V^h W_O^h`, `b_V = 0` (exact because every pattern row sums to 1).
+
+    Raises:
+        ConfigError: bilinear attention, whose pattern rows do not sum to 1 (nothing is changed).
+    """
+    if getattr(model.cfg, "attention", "softmax") != "softmax":
+        raise ConfigError(
+            f"fold_value_biases needs softmax attention (pattern rows summing to 1); this model has "
+            f"attention={model.cfg.attention!r}, where Σ_q A[p, q] varies with p: b_V stays in the value path")
     for block in model.blocks:
         attn = block.attn
         attn.b_O.add_(torch.einsum("he,hed->d", attn.b_V, attn.W_O))
@@ -103,13 +127,14 @@ def fold_value_biases(model):
 
 
 def process_weights(model, fold_ln=True, center_writing=True, center_unembed_=True, fold_value=True):
-    """TL's processing order; centering of writing weights runs only for LayerNorm models."""
+    """TL's processing order; centering of writing weights runs only for LayerNorm models, value-bias
+    folding only for softmax attention."""
     if fold_ln:
         fold_layer_norm(model)
     if center_writing and model.cfg.normalization_type in ("LN", "LNPre"):
         center_writing_weights(model)
     if center_unembed_:
         center_unembed(model)
-    if fold_value:
+    if fold_value and getattr(model.cfg, "attention", "softmax") == "softmax":  # not exact for bilinear attention
         fold_value_biases(model)
     return model

@@ -9,10 +9,18 @@ from torch import Tensor
 from hooked_bilinear._tl import FactoredMatrix
 
 
+_SOFTMAX_ONLY = ("W_Q", "W_K", "b_Q", "b_K")
+_BILINEAR_ONLY = ("W_Q1", "W_K1", "W_Q2", "W_K2", "b_Q1", "b_K1", "b_Q2", "b_K2")
+
+
 def _stack(model, path: str) -> Tensor:
     first, attr = path.split(".")
     if first == "mlp" and model.cfg.attn_only:
         raise AttributeError(f"attn_only model has no MLP weight {attr!r}")
+    kind = getattr(model.cfg, "attention", "softmax")
+    if (attr in _SOFTMAX_ONLY and kind != "softmax") or (attr in _BILINEAR_ONLY and kind != "bilinear"):
+        other = "W_Q1, W_K1, W_Q2, W_K2" if kind == "bilinear" else "W_Q, W_K"
+        raise AttributeError(f"a model with attention={kind!r} has no {attr!r}; its query/key weights are {other}")
     return torch.stack([getattr(getattr(block, first), attr) for block in model.blocks], dim=0)
 
 
@@ -80,6 +88,39 @@ class WeightAccessors:
     def b_O(self) -> Float[Tensor, "n_layers d_model"]:
         return _stack(self, "attn.b_O")
 
+    # ---- softmax-free bilinear attention (cfg.attention == "bilinear"): two query/key pairs per head
+    @property
+    def W_Q1(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return _stack(self, "attn.W_Q1")
+
+    @property
+    def W_K1(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return _stack(self, "attn.W_K1")
+
+    @property
+    def W_Q2(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return _stack(self, "attn.W_Q2")
+
+    @property
+    def W_K2(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return _stack(self, "attn.W_K2")
+
+    @property
+    def b_Q1(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return _stack(self, "attn.b_Q1")
+
+    @property
+    def b_K1(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return _stack(self, "attn.b_K1")
+
+    @property
+    def b_Q2(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return _stack(self, "attn.b_Q2")
+
+    @property
+    def b_K2(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return _stack(self, "attn.b_K2")
+
     @property
     def W_l(self) -> Float[Tensor, "n_layers d_model d_mlp"]:
         return _stack(self, "mlp.W_l")
@@ -118,6 +159,20 @@ class WeightAccessors:
     def QK(self) -> FactoredMatrix:
         """`W_Q W_Kᵀ` per layer and head: FactoredMatrix [n_layers, n_heads, d_model, d_model]."""
         return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def QK1(self) -> FactoredMatrix:
+        """Bilinear attention, first factor: `W_Q1 W_K1ᵀ` per layer and head, [n_layers, n_heads, d_model, d_model].
+
+        `scores1[p, q] = x̃_p QK1 x̃_qᵀ` (plus bias terms) without rotary; with RoPE the form is
+        position-dependent (`R_p W_Q1 (R_q W_K1)ᵀ`). TL FactoredMatrix: `.svd()`, `.eigenvalues`, `.AB`.
+        """
+        return FactoredMatrix(self.W_Q1, self.W_K1.transpose(-2, -1))
+
+    @property
+    def QK2(self) -> FactoredMatrix:
+        """Bilinear attention, second factor: `W_Q2 W_K2ᵀ` per layer and head (see `QK1`)."""
+        return FactoredMatrix(self.W_Q2, self.W_K2.transpose(-2, -1))
 
     def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> Float[Tensor, "d_model"]:
         """Sum of the biases written to the residual stream before `layer` (TL semantics).

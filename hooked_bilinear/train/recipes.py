@@ -313,8 +313,16 @@ def train_tiny_lm(progress: bool = True) -> Trained:
     return Trained(model, history, config, "language modelling (Python stdlib source)", "heldout_loss", metrics, data)
 
 
+def train_induction_bilinear(progress: bool = True) -> Trained:
+    """The fully bilinear `induction-bilinear-2l` (recipe in `recipes_attention.py`, which imports this module)."""
+    from hooked_bilinear.train.recipes_attention import train_induction_bilinear as run
+
+    return run(progress)
+
+
 RECIPES: dict[str, Callable[..., Trained]] = {
     "digits-bilinear": train_digits,
+    "induction-bilinear-2l": train_induction_bilinear,
     "induction-2l": train_induction,
     "modadd-113-1l": train_modadd,
     "tiny-lm": train_tiny_lm,
