@@ -2,7 +2,7 @@
 
 (a) forward with no hooks, (b) run_with_cache of every hook, (c) two hook_resid_post hooks.
 Case: 2 layers, d_model 256, 4 heads, d_mlp 1024, d_vocab 1000, LayerNorm, batch 8 x 128, CPU float32,
-one intra-op thread.
+twice: one intra-op thread timing this thread's CPU time, and torch's default threads timing wall time.
 
     python bench/forward.py [--quick]
 """
@@ -33,11 +33,17 @@ def build(n_layers=2, d_model=256, n_heads=4, d_mlp=1024, d_vocab=1000, n_ctx=12
 
 
 def run(quick: bool = False) -> list[dict]:
+    """One thread, this thread's CPU time (the stable figure), then torch's default threads, wall time
+    (what a user's process gets; noisier on a shared machine)."""
     with one_thread():
-        return _run(quick)
+        rows = _run(quick)
+    wall = _run(quick, clock=time.perf_counter)
+    for r in wall:
+        r["case"] += f" ({torch.get_num_threads()} threads, wall)"
+    return rows + wall
 
 
-def _run(quick: bool) -> list[dict]:
+def _run(quick: bool, clock=time.thread_time) -> list[dict]:
     torch.manual_seed(0)
     model, plain = build()
     tokens = torch.randint(0, model.cfg.d_vocab, (8, 128))
@@ -56,8 +62,7 @@ def _run(quick: bool) -> list[dict]:
         "two resid_post hooks": lambda: model.run_with_hooks(tokens, fwd_hooks=hooks),
     }
     with torch.no_grad():
-        times = time_interleaved(fns, repeats=5 if quick else 31, warmup=3, settle=True,
-                                 clock=time.thread_time)
+        times = time_interleaved(fns, repeats=5 if quick else 31, warmup=3, settle=True, clock=clock)
     rows = []
     for name, target in TARGETS.items():
         stats = ratio_stats(times[name], times["plain"])

@@ -27,4 +27,8 @@ class NotBilinearError(ValueError):
     """A bilinear-only operation applied to a layer with a gate activation (SwiGLU etc.)."""
 
 
-__all__ = ["CheckpointError", "ConfigError", "HookNameError", "InputError", "NotBilinearError"]
+class JobError(ValueError):
+    """A sharded job (``hooked_bilinear.jobs``) given bad input, or an output folder it cannot use."""
+
+
+__all__ = ["CheckpointError", "ConfigError", "HookNameError", "InputError", "JobError", "NotBilinearError"]

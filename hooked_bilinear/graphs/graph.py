@@ -161,11 +161,18 @@ class AttributionGraph:
             self._run = prompt_run(freeze(self._model, tokens, dtype=dtype, extra_names=mlp_hook_names(self._model)), 0)
         return self._run
 
-    def head_loadings(self, edge_or_node, target=None):
-        """Split an edge (source, target), or every incoming cross-position edge of a node, exactly over heads."""
+    def head_loadings(self, edge_or_node, target=None, qk: int = 0):
+        """Split an edge (source, target), or every incoming cross-position edge of a node, exactly over heads;
+        `qk=k` adds, for the head carrying most of each edge, its top k query×key score pairs (`why`)."""
         from hooked_bilinear.graphs.heads import head_loadings
 
-        return head_loadings(self, edge_or_node, target)
+        return head_loadings(self, edge_or_node, target, qk=qk)
+
+    def error_upstream(self, error_id: str, row_id: str):
+        """An SAE error node's edge into a row, split exactly over the sources: (frame, edge value)."""
+        from hooked_bilinear.graphs.error_upstream import error_upstream
+
+        return error_upstream(self, error_id, row_id)
 
     # ------------------------------------------------------------------ interventions
     def intervene(self, nodes, scale: float = None, value: float = None, model=None):

@@ -79,21 +79,55 @@ def _loadings(pr: PromptRun, c: torch.Tensor, q: int, first: int, enc: torch.Ten
     rows = []
     for l in range(last, first - 1, -1):
         Xl, Y = outs[l]
-        per_head = torch.einsum("nd,hnd->h", G, Y)
-        rows += [(l, h, float(per_head[h])) for h in range(Y.shape[0])]
-        rows.append((l, -1, float((G * Xl).sum())))  # the part that skips block l's attention
         L = f.layers[l]
+        per_head = torch.einsum("nd,hnd->h", G, Y)
+        # which pattern entry A[p', q'] of each head carries its loading: M[h, p', q'] sums to loading[h]
+        M = pr.patterns[l] * (torch.einsum("pd,hed->hpe", G, L.W_O) @ torch.einsum("qd,hde->hqe", Xl / pr.s1[l], L.W_V).transpose(1, 2))
+        at = M.abs().flatten(1).argmax(1)
+        rows += [(l, h, float(per_head[h]), int(at[h]) // n, int(at[h]) % n) for h in range(Y.shape[0])]
+        rows.append((l, -1, float((G * Xl).sum()), -1, -1))  # the part that skips block l's attention
         T = torch.einsum("pd,hed->hpe", G, L.W_O)
         G = G + torch.einsum("hqe,hde->qd", pr.patterns[l].transpose(1, 2) @ T, L.W_V) / pr.s1[l]
     return rows
 
 
+def _why(graph, frame, qk: int):
+    """For each edge's largest head loading: the top query×key source pairs of that head's score at the
+    pattern entry (query_pos, key_pos) that carries most of the loading (`decompose(target=Target.score(...))`,
+    exact, norm scales frozen)."""
+    from hooked_bilinear.circuits import Target, decompose
+
+    model = graph._model
+    if model is None or getattr(model.cfg, "attention", "softmax") != "softmax":
+        raise InputError("QK pairs need the graph's softmax model attached (graph._model)")
+    tokens = torch.tensor([graph.meta["tokens"]], device=model.cfg.device)
+    heads = frame[frame["head"] >= 0]
+    best = heads.loc[heads.groupby(["source", "target"])["loading"].apply(lambda x: x.abs().idxmax())]
+    cache: dict = {}
+    rows = []
+    for r in best.itertuples(index=False):
+        p, q = int(r.query_pos), int(r.key_pos)
+        key = (int(r.layer), int(r.head), p, q)
+        if key not in cache:
+            d = decompose(model, tokens, target=Target.score(*key), level=1)
+            top = d.top(qk)
+            cache[key] = "; ".join(f"{lab} {c:+.3g}" for lab, c in zip(top["label"], top["contribution"]))
+        rows.append((r.source, r.target, int(r.layer), int(r.head), f"score {key[0]}.{key[1]} [{p}→{q}]: {cache[key]}"))
+    import pandas as pd
+
+    why = pd.DataFrame(rows, columns=["source", "target", "layer", "head", "why"])
+    return frame.merge(why, on=["source", "target", "layer", "head"], how="left")
+
+
 @torch.no_grad()
-def head_loadings(graph, edge_or_node, target=None):
+def head_loadings(graph, edge_or_node, target=None, qk: int = 0):
     """Per-head split of edges: one (source, target) edge, or every incoming edge of a node from other positions.
 
     Returns a DataFrame: source, target, weight (the edge), layer, head (-1 = skips that block's
-    attention), loading, share (loading / weight); per (edge, layer) the loadings sum to the edge.
+    attention), loading, query_pos / key_pos (the pattern entry A[query_pos, key_pos] of that head that
+    carries most of the loading), share (loading / weight); per (edge, layer) the loadings sum to the edge.
+    With `qk=k`, the head carrying most of each edge gets a `why` column: the top k query×key source
+    pairs of its pre-softmax score at that entry (why it attends there).
     """
     import pandas as pd
 
@@ -115,8 +149,8 @@ def head_loadings(graph, edge_or_node, target=None):
         srow["node_id"], trow["node_id"] = s, t
         c, first = _write(graph, pr, srow)
         enc, last = _encoder(graph, pr, trow)
-        for l, h, v in _loadings(pr, c, int(srow["pos"]), first, enc, int(trow["pos"]), last):
-            out.append((s, t, w, l, h, v))
-    df = pd.DataFrame(out, columns=["source", "target", "weight", "layer", "head", "loading"])
+        for l, h, v, qp, kp in _loadings(pr, c, int(srow["pos"]), first, enc, int(trow["pos"]), last):
+            out.append((s, t, w, l, h, v, qp, kp))
+    df = pd.DataFrame(out, columns=["source", "target", "weight", "layer", "head", "loading", "query_pos", "key_pos"])
     df["share"] = df["loading"] / df["weight"].where(df["weight"] != 0)
-    return df
+    return _why(graph, df, qk) if qk and len(df) else df

@@ -137,3 +137,23 @@ def evaluate(
     """Ordered T(x, y) = ((x L) ⊙ (y R)) P, batched over (broadcast) leading dims."""
     h = (x @ L) * (y @ R)
     return h if P is None else h @ P
+
+
+def block_apply_coeffs(L: Float[Tensor, "d m"], R: Float[Tensor, "d m"], D: Float[Tensor, "n m"]):
+    """``apply(Y, idx)``: rows Y [n', b, d] times Q_c = ½(L diag(D_c) Rᵀ + R diag(D_c) Lᵀ), c = idx.
+
+    Two GEMMs over all n'·b rows against F = [L, R] [d, 2m] (8·d·m flops a row), Q never formed:
+    Y Q = ½ [(Y R) ⊙ D, (Y L) ⊙ D] Fᵀ.
+    """
+    m = L.shape[1]
+    F = torch.cat([L, R], dim=1)
+    Ft = F.T
+
+    def apply(Y: Tensor, idx: Tensor) -> Tensor:
+        n, b, d = Y.shape
+        P = (Y.reshape(n * b, d) @ F).view(n, b, 2 * m)
+        Dc = (0.5 * D[idx]).unsqueeze(1)
+        G = torch.cat([P[..., m:] * Dc, P[..., :m] * Dc], dim=-1)
+        return (G.view(n * b, 2 * m) @ Ft).view(n, b, d)
+
+    return apply

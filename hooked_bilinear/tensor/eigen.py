@@ -1,4 +1,4 @@
-"""Eigendecompositions of interaction matrices: result types and the dense / Lanczos solvers.
+"""Eigendecompositions of interaction matrices: result types and the dense solver (block: block_krylov.py).
 
 For a symmetric interaction matrix Q_u = Σ_i λ_i v_i v_iᵀ (§1.5):  u·B(x,x) = xᵀQ_u x = Σ_i λ_i (v_i·x)².
 Eigenpairs are kept sorted by |λ| descending, so "top-k" always means the k largest magnitudes.
@@ -113,104 +113,37 @@ class Spectra:
     """Eigenvalues (and optionally eigenvectors) of many interaction matrices, each sorted by |λ|.
 
     Attributes:
-        values: [k, d] eigenvalues, row c for output direction U[c].
-        vectors: [k, d, d] eigenvectors as columns, or None if not requested.
-        U: [k, d_out] the output directions.
+        values: [n, k] eigenvalues, row c for output direction U[c] (k = d unless ``top`` was given).
+        vectors: [n, d, k] eigenvectors as columns, or None if not requested.
+        U: [n, d_out] the output directions.
+        converged: [n] bool, False where the block solver stopped at its iteration limit before
+            every residual met its tolerance (always True for the dense method); None if unknown.
     """
 
-    values: Float[Tensor, "k d"]
-    vectors: Float[Tensor, "k d d"] | None
-    U: Float[Tensor, "k d_out"]
+    values: Float[Tensor, "n k"]
+    vectors: Float[Tensor, "n d k"] | None
+    U: Float[Tensor, "n d_out"]
+    converged: Tensor | None = None
 
     def __len__(self) -> int:
         return self.values.shape[0]
 
-    def effective_rank(self) -> Float[Tensor, " k"]:
-        """(‖λ‖₁/‖λ‖₂)² per direction."""
+    @property
+    def complete(self) -> bool:
+        """True if every eigenvalue is held (k = d), so Σλ² = ‖Q_u‖_F²."""
+        return self.vectors is None or self.values.shape[1] == self.vectors.shape[1]
+
+    def effective_rank(self) -> Float[Tensor, " n"]:
+        """(‖λ‖₁/‖λ‖₂)² per direction (over the eigenvalues held)."""
         return self.values.abs().sum(-1).square() / self.values.square().sum(-1)
 
     def __getitem__(self, c: int) -> Eigen:
         if self.vectors is None:
             raise ValueError("Spectra was computed without vectors; call spectra(U, vectors=True)")
-        return Eigen(self.values[c], self.vectors[c], self.U[c], complete=True)
+        return Eigen(self.values[c], self.vectors[c], self.U[c], complete=self.complete)
 
 
-def dense_eigh(Q: Float[Tensor, "d d"], k: int | None = None) -> tuple[Tensor, Tensor]:
-    """All eigenpairs of a symmetric Q by ``torch.linalg.eigh``, top-k by |λ|."""
+def dense_eigh(Q: Float[Tensor, "*n d d"], k: int | None = None) -> tuple[Tensor, Tensor]:
+    """All eigenpairs of a symmetric Q (or a batch) by ``torch.linalg.eigh``, top-k by |λ|."""
     values, vectors = sort_by_magnitude(*torch.linalg.eigh(Q))
-    return values[:k], vectors[:, :k]
-
-
-def lanczos(
-    matvec: Callable[[Tensor], Tensor],
-    d: int,
-    k: int,
-    like: Tensor,
-    tol: float | None = None,
-    seed: int = 0,
-    check_every: int = 8,
-) -> tuple[Tensor, Tensor]:
-    """Top-k eigenpairs by |λ| of a symmetric operator given only y ↦ Qy, in O(p·(matvec + d·p)).
-
-    Lanczos with full reorthogonalisation; both ends of the spectrum converge together, so one run
-    covers large positive and large negative λ. The Krylov dimension p grows until every wanted Ritz
-    pair has residual ‖Qv − θv‖ ≤ tol·max|θ| (or p = d, where it is exact). On breakdown (an
-    invariant subspace) it restarts from a fresh random vector orthogonal to the basis; that is how
-    the copies of an exactly repeated eigenvalue are found (one per restart), so for strongly
-    degenerate spectra ``dense_eigh`` is the safer choice.
-
-    Returns:
-        (values [k], vectors [d, k]) sorted by |λ| descending.
-    """
-    dtype, device = like.dtype, like.device
-    k = min(k, d)
-    tol = tol if tol is not None else (1e-5 if dtype == torch.float32 else 1e-10)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    basis = torch.zeros(d, min(d, 2 * k + 32), dtype=dtype, device=device)  # grown on demand
-    alpha = torch.zeros(d, dtype=dtype, device=device)
-    beta = torch.zeros(d, dtype=dtype, device=device)
-
-    def fresh(j: int) -> Tensor | None:
-        for _ in range(3):
-            q = torch.randn(d, generator=gen, dtype=dtype, device=device)
-            for _ in range(2):
-                q = q - basis[:, :j] @ (basis[:, :j].T @ q)
-            n = q.norm()
-            if n > 1e-8:
-                return q / n
-        return None
-
-    q = fresh(0)
-    scale = None
-    for j in range(d):
-        if j == basis.shape[1]:
-            basis = torch.cat([basis, torch.zeros_like(basis[:, : min(j, d - j)])], dim=1)
-        basis[:, j] = q
-        w = matvec(q)
-        alpha[j] = q @ w
-        for _ in range(2):  # full reorthogonalisation, twice is enough
-            w = w - basis[:, : j + 1] @ (basis[:, : j + 1].T @ w)
-        b = w.norm()
-        scale = max(scale or 0.0, float(alpha[j].abs()) + float(b))
-        breakdown = float(b) <= 1e-10 * max(scale, 1e-300)
-        m = j + 1
-        if m == d:
-            break
-        if m >= k and not breakdown and (m - k) % check_every == 0:
-            T = torch.diag(alpha[:m]) + torch.diag(beta[: m - 1], 1) + torch.diag(beta[: m - 1], -1)
-            theta, S = torch.linalg.eigh(T)
-            top = theta.abs().argsort(descending=True)[:k]
-            resid = (b * S[-1, top]).abs()
-            if bool((resid <= tol * theta.abs().max()).all()):
-                break
-        if breakdown:
-            q = fresh(m)
-            if q is None:
-                break
-            beta[j] = 0.0
-        else:
-            beta[j] = b
-            q = w / b
-    T = torch.diag(alpha[:m]) + torch.diag(beta[: m - 1], 1) + torch.diag(beta[: m - 1], -1)
-    theta, S = sort_by_magnitude(*torch.linalg.eigh(T))
-    return theta[:k], basis[:, :m] @ S[:, :k]
+    return values[..., :k], vectors[..., :k]

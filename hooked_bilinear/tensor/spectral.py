@@ -10,16 +10,26 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hooked_bilinear.tensor._kernels import _needs_grad, contract_coeffs, factor_gram, matvec_coeffs
+from hooked_bilinear.tensor._kernels import (
+    _needs_grad,
+    block_apply_coeffs,
+    contract_coeffs,
+    factor_gram,
+    matvec_coeffs,
+)
 from hooked_bilinear.tensor._validate import auto_chunk, check_input, size_guard
-from hooked_bilinear.tensor.eigen import Eigen, Spectra, dense_eigh, lanczos, sort_by_magnitude
+from hooked_bilinear.tensor.block_krylov import block_krylov
+from hooked_bilinear.tensor.eigen import Eigen, Spectra, dense_eigh, sort_by_magnitude
 
 if TYPE_CHECKING:
     from hooked_bilinear.tensor.bilinear_tensor import BilinearTensor
     from hooked_bilinear.tensor.hosvd import HOSVD
 
-# "auto" switches to Lanczos only where dense eigh (~d³) clearly loses to k·d·m matvecs.
-_LANCZOS_MIN_D = 1024
+# "auto" switches to the block solver only where dense eigh (~d³) clearly loses to k·d·m products.
+# Both methods return the right spectrum (repeated and ± paired eigenvalues included), so this
+# threshold is only about speed.
+_BLOCK_MIN_D = 1024
+_METHODS = ("auto", "dense", "block", "lanczos")
 
 
 class SpectralMethods:
@@ -92,7 +102,7 @@ class SpectralMethods:
         self,
         u: Float[Tensor, " d_out"],
         k: int | None = None,
-        method: Literal["auto", "dense", "lanczos"] = "auto",
+        method: Literal["auto", "dense", "block", "lanczos"] = "auto",
         augmented: bool = False,
         tol: float | None = None,
         seed: int = 0,
@@ -102,15 +112,16 @@ class SpectralMethods:
         Args:
             u: output direction [d_out] (e.g. ``W_U[:, token]``; see ``directions``).
             k: keep the top-k by |λ| (None: all d_in).
-            method: "dense" forms Q_u (d² memory) and runs ``torch.linalg.eigh``; "lanczos" is
-                matrix-free (O(d·m) per step; both spectrum ends at once, see ``eigen.lanczos``);
-                "auto" picks Lanczos only for k ≤ d/16 and d > 1024.
+            method: "dense" forms Q_u (d² memory) and runs ``torch.linalg.eigh``; "block" is the
+                matrix-free block Krylov solver (O(d·m) per product, both ends of the spectrum, all
+                copies of a repeated eigenvalue; see ``block_krylov``); "lanczos" is an alias of
+                "block"; "auto" picks "block" for k ≤ d/16 and d > 1024, else "dense".
             augmented: decompose the [d+1, d+1] bias-augmented Q'_u (vectors act on x' = [x, 1]).
-            tol: Lanczos residual tolerance relative to max|λ| (default 1e-5 fp32, 1e-10 fp64).
-            seed: Lanczos start vector seed.
+            tol: block residual tolerance relative to max|λ| (default 1e-4 fp32, 1e-10 fp64).
+            seed: block start seed.
         """
-        if method not in ("auto", "dense", "lanczos"):
-            raise ValueError(f"method must be 'auto', 'dense' or 'lanczos', got {method!r}")
+        if method not in _METHODS:
+            raise ValueError(f"method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}")
         if u.ndim != 1:
             raise ValueError(f"u has shape {tuple(u.shape)} but eig takes one direction [d_out]; use spectra(U)")
         bt = self._factors(augmented)
@@ -119,7 +130,7 @@ class SpectralMethods:
         if k is not None and not 1 <= k <= d:
             raise ValueError(f"k={k} must be in [1, {d}]")
         if method == "auto":
-            method = "lanczos" if k is not None and d > _LANCZOS_MIN_D and k <= d // 16 else "dense"
+            method = "block" if k is not None and d > _BLOCK_MIN_D and k <= d // 16 else "dense"
 
         def quad(x: Tensor) -> Tensor:
             return ((x @ L) * (x @ R)) @ D
@@ -129,40 +140,67 @@ class SpectralMethods:
             values, vectors = dense_eigh(Q, k)
             frob = Q.square().sum()
             return Eigen(values, vectors, u, complete=k is None or k == d, frob_sq_fn=lambda: frob, quad=quad)
-        values, vectors = lanczos(lambda y: matvec_coeffs(L, R, D, y), d, k or d, L, tol=tol, seed=seed)
+        values, vectors, ok = block_krylov(block_apply_coeffs(L, R, D[None]), 1, d, k or d, L, tol=tol, seed=seed)
+        if not bool(ok.all()):
+            import warnings
+
+            warnings.warn(f"eig(method='block', k={k}): the block solver stopped before every residual met tol; "
+                          "the values may be inaccurate (use method='dense' or a larger tol)", RuntimeWarning,
+                          stacklevel=2)
         M = bt.neuron_gram
-        return Eigen(values, vectors, u, complete=(k or d) == d, frob_sq_fn=lambda: D @ M() @ D, quad=quad)
+        return Eigen(values[0], vectors[0], u, complete=(k or d) == d, frob_sq_fn=lambda: D @ M() @ D, quad=quad)
 
     def spectra(
         self,
-        U: Float[Tensor, "k d_out"],
+        U: Float[Tensor, "n d_out"],
         vectors: bool = False,
         chunk_size: int | None = None,
         max_bytes: int = 2**30,
         progress: bool = False,
+        top: int | None = None,
+        method: Literal["auto", "dense", "block"] = "auto",
+        tol: float | None = None,
+        seed: int = 0,
     ) -> Spectra:
         """Spectra of Q_u for many output directions at once (rows of U), each sorted by |λ|.
 
-        Q is formed chunk by chunk with one GEMM per chunk (``contract_coeffs``) into a reused
-        buffer, then batched ``eigvalsh``/``eigh``; peak memory is O(chunk·d·(d + m)) plus the result.
+        Without ``top``: every eigenvalue, by forming Q chunk by chunk (one GEMM per chunk,
+        ``contract_coeffs``) into a reused buffer and batched ``eigvalsh``/``eigh``. With ``top=k``:
+        the k largest |λ| of each Q_u (both ends of the indefinite spectrum, repeated and ± paired
+        eigenvalues with all their copies), by the dense route then truncated, or by the batched
+        matrix-free block Krylov solver (``block_krylov``: products for a chunk of directions run as
+        two GEMMs, Q never formed).
 
         Args:
-            U: [k, d_out] output directions.
-            vectors: also return eigenvectors [k, d, d] (guarded by ``max_bytes``).
-            chunk_size: directions per batched eigh (default: about 128 MiB of Q).
+            U: [n, d_out] output directions.
+            vectors: also return eigenvectors, [n, d, d] or [n, d, k] (guarded by ``max_bytes``).
+            chunk_size: directions per batch (default: about 128 MiB of Q, or 64 for "block").
             progress: show a progress bar over the directions.
+            top: keep the k largest |λ| per direction (None: all d).
+            method: with ``top``: "dense", "block", or "auto" ("block" for d ≥ 1024 and k ≤ d/16, where
+                bench/realsize.py measured it faster than dense).
+            tol: block residual tolerance relative to max|λ| (default 1e-4 fp32, 1e-10 fp64);
+                every value returned is then within tol·max|λ| of an eigenvalue.
+            seed: block start seed (results are deterministic given it).
+
+        Returns:
+            ``Spectra`` with values [n, k], vectors [n, d, k] or None, and ``converged`` [n].
         """
         from hooked_bilinear.progress import tqdm
+        from hooked_bilinear.tensor.topk import block_spectra, check_top
 
         if U.ndim != 2:
-            raise ValueError(f"U has shape {tuple(U.shape)} but must be [k, d_out]")
+            raise ValueError(f"U has shape {tuple(U.shape)} but must be [n, d_out]")
         D = self.neuron_coeffs(U)
         k, d = U.shape[0], self.d_in  # type: ignore[attr-defined]
+        kept = check_top(top, d, method)
         if vectors:
-            size_guard("the eigenvectors of all Q_u", (k, d, d), self.W_l.dtype, max_bytes)
+            size_guard("the eigenvectors of all Q_u", (k, d, kept), self.W_l.dtype, max_bytes)
+        if top is not None and (method == "block" or (method == "auto" and d >= 1024 and top <= d // 16)):
+            return block_spectra(self, U, D, top, vectors, chunk_size, progress, tol, seed)
         chunk = max(1, min(k, chunk_size or auto_chunk(d * d, self.W_l.dtype, 2**27)))
-        values = self.W_l.new_empty(k, d)
-        vecs = self.W_l.new_empty(k, d, d) if vectors else None
+        values = self.W_l.new_empty(k, kept)
+        vecs = self.W_l.new_empty(k, d, kept) if vectors else None
         work: dict = {}
         Qbuf = None if _needs_grad(self.W_l, self.W_r, D) else self.W_l.new_empty(chunk, d, d)
         bar = tqdm(total=k, desc="spectra", unit="dir", disable=not progress)
@@ -171,12 +209,12 @@ class SpectralMethods:
             out = Qbuf[: Dc.shape[0]] if Qbuf is not None else None
             Q = contract_coeffs(self.W_l, self.W_r, Dc, sym=True, out=out, work=work)
             if vectors:
-                values[s : s + chunk], vecs[s : s + chunk] = sort_by_magnitude(*torch.linalg.eigh(Q))
+                values[s : s + chunk], vecs[s : s + chunk] = dense_eigh(Q, kept)
             else:
-                values[s : s + chunk] = sort_by_magnitude(torch.linalg.eigvalsh(Q))[0]
+                values[s : s + chunk] = sort_by_magnitude(torch.linalg.eigvalsh(Q))[0][:, :kept]
             bar.update(Dc.shape[0])
         bar.close()
-        return Spectra(values, vecs, U)
+        return Spectra(values, vecs, U, torch.ones(k, dtype=torch.bool, device=values.device))
 
     def hosvd(
         self, k: int | None = None, rtol: float | None = None, interactions: bool = True, max_bytes: int = 2**30

@@ -184,7 +184,7 @@ class TokenBilinear:
         return self.Pf.T @ factor_gram(self.Lf, self.Rf) @ self.Pf
 
     def eig(
-        self, c: int, k: int | None = None, method: Literal["auto", "dense", "lanczos"] = "auto",
+        self, c: int, k: int | None = None, method: Literal["auto", "dense", "block", "lanczos"] = "auto",
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> TokenEigen:
         """Eigen of T_sym[c]: via the residual space Q_u, u = W_U[:, c], then t_i = W_E v_i (exact).

@@ -116,8 +116,10 @@ def test_target_totals_equal_the_real_logits(case):
     tol = TOL[dtype]  # against the model's own logits: its dtype's rounding
     scale = want.abs().max().item() + 1.0
     assert (d.reference.double() - want).abs().max().item() <= tol * scale, (d.reference, want)
-    assert (d.total.double() - want).abs().max().item() <= tol * scale, (d.total, want)
-    assert d.check().max_abs_err <= TOL[compute or dtype] * scale
+    # Σ of many float32 terms rounds like their absolute mass, not like the result (375 lazy terms: 1.4e-5)
+    mass = max(scale, d.values.double().abs().sum(0).max().item())
+    assert (d.total.double() - want).abs().max().item() <= tol * mass, (d.total, want)
+    assert d.check().max_abs_err <= TOL[compute or dtype] * (scale if compute else mass)
 
 
 @pytest.mark.parametrize("pos", [[3, 1], [-1, 0], [0, 4, 2]])

@@ -15,7 +15,8 @@ def frozen_edges(model, tokens: torch.Tensor, row, zero_head=None) -> tuple[torc
 
     row: ("neuron", layer, pos, index) or ("logit", pos, token). Token edges include the position
     embedding only when the model has none (rotary / none); learned positions enter as hook_pos_embed.
-    zero_head=(layer, head): that head's frozen pattern is set to zero (the edge without any path through it).
+    zero_head=(layer, head): that head's frozen pattern is set to zero (the edge without any path through it);
+    (layer, head, p, q): only its entry A[p, q].
     """
     names = lambda n: n.endswith("hook_pattern") or n.endswith("hook_scale")  # noqa: E731
     _, cache = model.run_with_cache(tokens[None], names_filter=names)
@@ -24,7 +25,10 @@ def frozen_edges(model, tokens: torch.Tensor, row, zero_head=None) -> tuple[torc
     def freeze(x, hook):
         out = cache[hook.name].detach().clone()
         if zero_head is not None and hook.name == f"blocks.{zero_head[0]}.attn.hook_pattern":
-            out[:, zero_head[1]] = 0
+            if len(zero_head) == 4:  # one entry A[p, q] of the head
+                out[:, zero_head[1], zero_head[2], zero_head[3]] = 0
+            else:
+                out[:, zero_head[1]] = 0
         return out
 
     def leaf(x, hook):

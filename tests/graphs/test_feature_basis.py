@@ -77,7 +77,13 @@ def test_feature_and_error_edges_equal_autograd():
             for q in range(len(toks)):
                 assert w.get((f"E_{int(toks[q])}_{q}", r.node_id), 0.0) == pytest.approx(float(e[q]), abs=1e-10)
         # the logit's edges from features and from the error: ∂logit/∂mlp_out · write
-        (gl,) = torch.autograd.grad(logits[0, -1, 3], saved["blocks.0.hook_mlp_out"])
+        (gl,) = torch.autograd.grad(logits[0, -1, 3], saved["blocks.0.hook_mlp_out"], retain_graph=True)
+        # the error's upstream: ε(sources) with the active set fixed; its edge g·ε[q] splits by ½ ∂/∂c · c
+        mask = (torch.relu(pre) > 0).detach()
+        eps = mlp_out - (torch.where(mask, pre, torch.zeros_like(pre)) @ sae.W_dec + sae.b_dec)
+        q_err = 4
+        (ge,) = torch.autograd.grad(gl[0, q_err].detach() @ eps[q_err], saved["hook_embed"])
+        up_tok = (0.5 * (ge * saved["hook_embed"]).sum(-1)[0]).detach()
     logit = g.targets["node_id"].iloc[0]
     acts = torch.relu(pre.detach())
     err = mlp_out.detach() - (acts @ sae.W_dec + sae.b_dec)
@@ -86,6 +92,13 @@ def test_feature_and_error_edges_equal_autograd():
         for f in range(12):
             want = float(acts[q, f] * (gl[0, q] @ sae.W_dec[f]))
             assert w.get((f"0_{f}_{q}", logit), 0.0) == pytest.approx(want, abs=1e-10)
+
+    frame, edge = g.error_upstream(f"X_0_{q_err}", logit)
+    assert edge == pytest.approx(w[(f"X_0_{q_err}", logit)], abs=1e-12)
+    assert frame["weight"].sum() == pytest.approx(edge, abs=1e-10)
+    got = dict(zip(frame["source"], frame["weight"]))
+    for q in range(len(toks)):
+        assert got.get(f"E_{int(toks[q])}_{q}", 0.0) == pytest.approx(float(up_tok[q]), abs=1e-10)
 
 
 def test_bad_bases():

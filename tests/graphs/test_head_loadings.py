@@ -49,3 +49,25 @@ def test_one_edge_and_errors():
     assert set(one["layer"]) == {0, 1} and len(one) == 2 * (2 + 1)
     with pytest.raises(Exception, match="no edge"):
         g.head_loadings("E_0_99", logit)
+
+
+def test_the_reported_pattern_entry_carries_most_of_the_loading_and_why_is_its_score():
+    """Brute force: zero each entry A[p', q'] of the head under the freeze; the largest drop is the reported one."""
+    from hooked_bilinear.circuits import Target, decompose
+
+    model = make_model(2, "LN", "standard")
+    toks = tokens(1, 5, seed=6)[0]
+    g = attribute(model, toks, targets=[3], max_nodes=10, edges_per_node=10_000)
+    logit = g.targets["node_id"].iloc[0]
+    hl = g.head_loadings(logit, qk=2)
+    r = hl[(hl["head"] >= 0) & (hl["source"] == f"E_{int(toks[1])}_1")].sort_values("loading", key=abs).iloc[-1]
+    l, h = int(r["layer"]), int(r["head"])
+    full, _, _ = frozen_edges(model, toks, ("logit", 4, 3))
+    drops = {}
+    for p in range(5):
+        for q in range(p + 1):
+            e, _, _ = frozen_edges(model, toks, ("logit", 4, 3), zero_head=(l, h, p, q))
+            drops[(p, q)] = abs(float(full[1] - e[1]))
+    assert max(drops, key=drops.get) == (int(r["query_pos"]), int(r["key_pos"]))
+    want = decompose(model, toks, target=Target.score(l, h, int(r["query_pos"]), int(r["key_pos"])), level=1).top(2)
+    assert all(lab in r["why"] for lab in want["label"])
