@@ -5,15 +5,8 @@ loaded machine a single torch.softmax call then took 20 ms instead of 0.1 ms.
 """
 
 import matplotlib
-import pytest
-import torch
 
 matplotlib.use("Agg")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests._shared import one_thread  # noqa: F401  (autouse)

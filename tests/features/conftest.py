@@ -1,25 +1,13 @@
 """Fixtures for the features tests: one torch thread, no network, a tiny RMS model with a tokenizer-free vocab."""
 
-import socket
-
 import pytest
 import torch
+
+from tests._shared import no_network, one_thread  # noqa: F401  (autouse)
 
 from hooked_bilinear import HookedBilinearConfig, HookedBilinearTransformer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def refuse(*args, **kwargs):
-        raise RuntimeError(f"a features test tried to open a network connection: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

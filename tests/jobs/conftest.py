@@ -3,15 +3,9 @@
 import pytest
 import torch
 
+from tests._shared import one_thread  # noqa: F401  (autouse)
+
 MODEL = "induction-2l"  # bundled: 2 layers, d_model 64, d_vocab 64 → 8 units of 16 directions
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

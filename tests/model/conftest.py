@@ -5,17 +5,11 @@ import torch
 
 from hooked_bilinear import HookedBilinearTransformer
 
+from tests._shared import one_thread  # noqa: F401  (autouse)
+
 from ._factories import make_model, make_wordlevel_tokenizer, random_tokens
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: intra-op threads only add synchronisation, which costs ~100x per op
-    when the CPU is shared (measured 1.7 ms vs 140 ms per forward on 2 busy cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

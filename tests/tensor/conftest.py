@@ -11,6 +11,8 @@ import os
 import pytest
 import torch
 
+from tests._shared import one_thread  # noqa: F401,E402  (autouse: tiny matrices, small LAPACK calls)
+
 TYPECHECK = os.environ.get("HB_TYPECHECK") == "1"
 if TYPECHECK:
     from jaxtyping import install_import_hook
@@ -26,11 +28,3 @@ def dtype(request) -> torch.dtype:
     return request.param
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests use tiny matrices, where intra-op threads only add overhead; on a shared CPU,
-    OpenMP barriers made small LAPACK calls ~50x slower. Restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
