@@ -91,7 +91,8 @@ def attribute(
 
     Args:
         model: a HookedBilinearTransformer with bilinear MLPs (or attention only); never modified.
-        tokens_or_prompt: a string (with a tokenizer), [pos] or [batch, pos] token ids.
+        tokens_or_prompt: a string (with a tokenizer), a list of strings (one graph each, unpadded),
+            [pos] or [batch, pos] token ids.
         targets: None (the top tokens at the last position up to cumulative probability 0.95, at most
             10), a token id, a list of ids, or `Target.logit / logit_diff / direction` objects.
         max_nodes: neuron rows to explain (chosen by influence on the targets).
@@ -115,6 +116,11 @@ def attribute(
         True
         >>> graph.nodes.sort_values("influence", ascending=False).head()
     """
+    if isinstance(tokens_or_prompt, (list, tuple)) and tokens_or_prompt and all(isinstance(t, str) for t in tokens_or_prompt):
+        # strings of different lengths would be padded, and padding is not a prompt: one graph per string
+        return [attribute(model, text, targets, max_nodes=max_nodes, edges_per_node=edges_per_node,
+                          batch_size=batch_size, dtype=dtype, basis=basis, progress=progress)
+                for text in tokens_or_prompt]
     check_bilinear(model)
     _check_attention(model)
     max_nodes = _positive_int("max_nodes", max_nodes)

@@ -147,3 +147,15 @@ def test_default_targets_follow_circuit_tracer():
     g = attribute(model, toks, max_nodes=4)
     assert g.targets["index"].tolist() == want
     assert np.allclose(g.targets["token_prob"], probs[want].numpy())
+
+
+def test_a_list_of_strings_gives_one_unpadded_graph_each():
+    from hooked_bilinear import HookedBilinearTransformer
+
+    model = HookedBilinearTransformer.from_pretrained("tiny-lm")
+    texts = ["import os", "def f(x):\n    return"]
+    graphs = attribute(model, texts, max_nodes=4)
+    for text, g in zip(texts, graphs):
+        toks = model.to_tokens(text)[0]
+        assert g.meta["tokens"] == toks.tolist()          # no padding in either graph
+        assert_rows_add_up(g, model, toks, TOL[torch.float32])
