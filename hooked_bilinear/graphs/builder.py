@@ -4,7 +4,8 @@ Influence (circuit-tracer's, spec graphs §1.3): a target node carries its weigh
 influence I_r passes I_r · |e(s→r)| / Σ_s' |e(s'→r)| to each of its sources s. Sources are credited
 when a row is computed, from the row's dense edges, so a neuron that is no row's top-k edge can still
 be chosen next. Remainder groups: a row's dropped edges are summed per source layer (-1 = the
-embeddings; n_layers = b_U), so the row still sums to its value.
+embeddings; n_layers = b_U), so the row still sums to its value. `frames.py` turns the finished
+builder into the graph's frames.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hooked_bilinear.graphs.ids import KIND_NAMES, Numbering, logit_id, remainder_id, string_ids
+from hooked_bilinear.graphs.ids import Numbering
 from hooked_bilinear.graphs.rows import PromptRun, feature_encoders, neuron_encoders, row_edges
 from hooked_bilinear.graphs.targets import GraphTarget
 
@@ -152,103 +153,6 @@ class GraphBuilder:
 
     # ------------------------------------------------------------------ frames
     def graph(self, model, tok_str, max_nodes: int):
-        import pandas as pd
+        from hooked_bilinear.graphs.frames import build_graph
 
-        from hooked_bilinear.graphs.graph import AttributionGraph
-        from hooked_bilinear.graphs.prune import node_influence
-
-        pr, num = self.pr, self.num
-        nL, tokens = pr.n_layers, pr.tokens.cpu().numpy()
-        row_ids = np.concatenate(self.row_ids)
-        src = np.concatenate(self.e_src)
-        leaf_ids = np.setdiff1d(np.unique(src), row_ids[row_ids < num.logit0])
-        base_ids = np.concatenate([row_ids[row_ids < num.logit0], leaf_ids])
-        dec = num.decode(base_ids)
-        kinds = KIND_NAMES[dec["kind"]]
-        sid = string_ids(dec["kind"], dec["layer"], dec["pos"], dec["index"], tokens)
-        act = np.full(len(base_ids), np.nan)
-        for j in np.flatnonzero(np.isin(dec["kind"], (3, 4))):
-            l, p, k = int(dec["layer"][j]), int(dec["pos"][j]), int(dec["index"][j])
-            act[j] = float(pr.features[l].act_real[p, k] if dec["kind"][j] == 4 else pr.h_real[l][p, k])
-        labels = _labels(dec, tokens, tok_str, nL)
-        n_neuron_rows = int((row_ids < num.logit0).sum())  # neuron (or feature) rows come first in base_ids
-        is_row = np.zeros(len(base_ids), dtype=bool)
-        is_row[:n_neuron_rows] = True
-        mass = np.full(len(base_ids), np.nan)
-        row_act = np.concatenate(self.row_act)
-        row_mass = np.concatenate(self.row_mass)
-        ordinal = {int(i): j for j, i in enumerate(row_ids)}
-        for j in range(n_neuron_rows):
-            r = ordinal[int(base_ids[j])]
-            mass[j], act[j] = row_mass[r], row_act[r]
-        nodes = pd.DataFrame({"node_id": sid, "kind": kinds, "layer": dec["layer"], "pos": dec["pos"],
-                              "index": dec["index"], "activation": act, "label": labels, "is_row": is_row,
-                              "abs_mass": mass, "token_prob": 0.0, "is_target": False})
-        # logit nodes
-        T = self.targets
-        lg = pd.DataFrame({"node_id": [logit_id(nL, g.key, g.pos) for g in T], "kind": "logit", "layer": nL,
-                           "pos": [g.pos for g in T], "index": [g.index for g in T],
-                           "activation": [row_act[ordinal[int(num.logit0 + i)]] for i in range(len(T))],
-                           "label": [g.label for g in T], "is_row": True,
-                           "abs_mass": [row_mass[ordinal[int(num.logit0 + i)]] for i in range(len(T))],
-                           "token_prob": [0.0 if np.isnan(g.prob) else g.prob for g in T], "is_target": True})
-        # remainders
-        row_sid = {}
-        for i, j in zip(base_ids[:n_neuron_rows].tolist(), range(n_neuron_rows)):
-            row_sid[ordinal[i]] = sid[j]
-        for i in range(len(T)):
-            row_sid[ordinal[int(num.logit0 + i)]] = lg["node_id"].iloc[i]
-        rr, rl, rv = (np.concatenate(x) for x in (self.rem_row, self.rem_layer, self.rem_val))
-        rem_ids = [remainder_id(row_sid[int(r)], int(l)) for r, l in zip(rr, rl)]
-        row_pos = {ordinal[i]: p for i, p in zip(base_ids[:n_neuron_rows].tolist(), dec["pos"][:n_neuron_rows])}
-        row_pos.update({ordinal[int(num.logit0 + i)]: g.pos for i, g in enumerate(T)})
-        rem = pd.DataFrame({"node_id": rem_ids, "kind": "remainder", "layer": rl.astype(np.int64),
-                            "pos": [int(row_pos[int(r)]) for r in rr], "index": -1, "activation": rv,
-                            "label": [f"rest of {'embeddings' if l < 0 else ('b_U' if l == nL else f'L{l}')} into {row_sid[int(r)]}"
-                                      for r, l in zip(rr, rl)],
-                            "is_row": False, "abs_mass": np.nan, "token_prob": 0.0, "is_target": False})
-        nodes = pd.concat([nodes, lg, rem], ignore_index=True).astype({"layer": "int64", "pos": "int64", "index": "int64"})
-        # edges
-        id_of = dict(zip(base_ids.tolist(), sid))
-        id_of.update({int(num.logit0 + i): lg["node_id"].iloc[i] for i in range(len(T))})
-        erow = np.concatenate(self.e_row)
-        edges = pd.DataFrame({
-            "source": [id_of[int(s)] for s in src] + rem_ids,
-            "target": [row_sid[int(r)] for r in erow] + [row_sid[int(r)] for r in rr],
-            "weight": np.concatenate([np.concatenate(self.e_w), rv]),
-        })
-        cfg = model.cfg
-        meta = {
-            "prompt": model.to_string(pr.tokens) if getattr(model, "tokenizer", None) is not None else " ".join(map(str, tokens.tolist())),
-            "prompt_tokens": [tok_str(t).strip("'\"") if getattr(model, "tokenizer", None) is not None else str(int(t)) for t in tokens],
-            "tokens": tokens.tolist(),
-            "model_name": str(getattr(cfg, "model_name", "") or "hooked-bilinear"),
-            "n_layers": nL, "d_mlp": pr.d_mlp, "d_vocab": cfg.d_vocab,
-            "frozen": "attention patterns and norm scales of this forward pass (everything else is exact)",
-            "node_threshold": None, "edge_threshold": None, "pruned": False,
-            "max_nodes": max_nodes, "edges_per_node": self.k, "default_targets": self.default_targets, "sweeps": self.n_sweeps,
-            "dtype": str(pr.logits.dtype).replace("torch.", ""),
-            "basis": {str(l): {"hook_name": f"blocks.{l}.hook_mlp_out", "d_sae": F.d_sae} for l, F in pr.features.items()},
-        }
-        g = AttributionGraph(nodes, edges, meta)
-        g.nodes["influence"] = node_influence(g)
-        g._model, g._run, g._targets = model, pr, self.targets
-        return g
-
-
-def _labels(dec, tokens, tok_str, nL) -> list[str]:
-    out = []
-    for k, l, p, i in zip(dec["kind"].tolist(), dec["layer"].tolist(), dec["pos"].tolist(), dec["index"].tolist()):
-        if k == 0:
-            out.append(f"tok {tok_str(tokens[p])} @{p}")
-        elif k == 1:
-            out.append(f"pos @{p}")
-        elif k == 2:
-            out.append(f"b_U @{p}" if l == nL else f"bias L{l} @{p}")
-        elif k == 4:
-            out.append(f"sae{l} f{i} @{p}")
-        elif k == 5:
-            out.append(f"sae{l} error @{p}")
-        else:
-            out.append(f"mlp{l} n{i} @{p}")
-    return out
+        return build_graph(self, model, tok_str, max_nodes)
