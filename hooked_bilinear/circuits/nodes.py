@@ -22,6 +22,13 @@ from __future__ import annotations
 from typing import Optional
 
 LEAVES = ("tok", "pos", "bO", "bout", "one", "bU")
+
+
+def leaf_label(kind: str, layer: Optional[int], names: bool) -> str:
+    """A leaf's label; without `names`, token and position leaves are erased to `·` (signatures)."""
+    if not names and kind in ("tok", "pos"):
+        return "·"
+    return {"tok": "tok", "pos": "pos", "bO": f"bO{layer}", "bout": f"bout{layer}", "one": "1", "bU": "bU"}[kind]
 AGGREGATES = ("head_c", "mlp_c")
 _RANK = {
     "tok": lambda l, h: (-1, 0, 0), "pos": lambda l, h: (-1, 1, 0), "bU": lambda l, h: (1 << 30, 0, 0),
@@ -76,9 +83,7 @@ class Node:
     def _render(self, sub, leaf_names: bool) -> str:
         k, l = self.kind, self.layer
         if k in LEAVES:
-            if not leaf_names and k in ("tok", "pos"):
-                return "·"
-            return {"tok": "tok", "pos": "pos", "bO": f"bO{l}", "bout": f"bout{l}", "one": "1", "bU": "bU"}[k]
+            return leaf_label(k, l, leaf_names)
         if k == "head_c":
             return f"head{l}.{self.head}"
         if k == "mlp_c":

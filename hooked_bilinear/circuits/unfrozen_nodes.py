@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from typing import Optional
 
+from hooked_bilinear.circuits.nodes import LEAVES, leaf_label  # shared with the frozen path nodes
+
 HEAD_SLOTS = ("q1", "k1", "q2", "k2")
-LEAVES = ("tok", "pos", "bO", "bout", "one", "bU")
 
 
 class UNode:
@@ -66,9 +67,7 @@ class UNode:
     def _render(self, sub, names: bool) -> str:
         k, l = self.kind, self.layer
         if k in LEAVES:
-            if not names and k in ("tok", "pos"):
-                return "·"
-            return {"tok": "tok", "pos": "pos", "bO": f"bO{l}", "bout": f"bout{l}", "one": "1", "bU": "bU"}[k]
+            return leaf_label(k, l, names)
         if k == "R":
             return "x"
         if self.is_aggregate:
