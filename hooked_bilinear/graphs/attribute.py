@@ -46,8 +46,8 @@ def _auto_batch(batch_size: Optional[int], n: int, n_layers: int, d_mlp: int, d_
 
 
 def _check_attention(model) -> None:
-    """Softmax-free (bilinear) attention: the pattern A is frozen like a softmax pattern, which is exact
-    only without value biases (the rows of A do not sum to 1, so b_V cannot be folded into b_O)."""
+    """Softmax-free (bilinear) attention: A becomes pattern nodes; the value path is exact only without
+    value biases (the rows of A do not sum to 1, so b_V cannot be folded into b_O)."""
     if getattr(model.cfg, "attention", "softmax") != "bilinear":
         return
     for l, block in enumerate(model.blocks):
@@ -55,8 +55,8 @@ def _check_attention(model) -> None:
         for name, t in (("attn.b_V", getattr(block.attn, "b_V", None)), ("ln1.b", ln_b)):
             if t is not None and bool((t != 0).any()):
                 raise InputError(
-                    f"attribution graphs of bilinear-attention models freeze the pattern A; blocks.{l}.{name} is "
-                    "non-zero and its write Σ_q A[p, q] b_V W_O is not a constant there. Use decompose(), "
+                    f"attribution graphs of bilinear-attention models need zero value biases; blocks.{l}.{name} is "
+                    "non-zero and its write Σ_q A[p, q] b_V W_O is not handled yet. Use decompose(), "
                     "which expands bilinear attention with nothing frozen")
 
 
@@ -137,15 +137,15 @@ def attribute(
     tok_str = _token_strings(model)
     graphs = []
     for b in range(run.batch):
-        pr = prompt_run(run, b, saes)
+        pr = prompt_run(run, b, saes, model)
         tgts = resolve_targets(targets, pr.logits, b, tok_str)
-        rows_per_batch = _auto_batch(batch_size, pr.n, pr.n_layers, max(pr.width(l) for l in range(pr.n_layers)) if pr.d_mlp else 0,
+        rows_per_batch = _auto_batch(batch_size, pr.n, pr.n_layers, max([pr.width(l) for l in range(pr.n_layers)] or [0]),
                                      model.cfg.d_model, pr.logits.element_size())
         builder = GraphBuilder(pr, tgts, influence_weights(tgts, targets is None), edges_per_node,
                                default_targets=targets is None)
         builder.add_logit_rows(rows_per_batch)
         bar = None
-        if progress and pr.d_mlp:
+        if progress and builder.W:
             from hooked_bilinear.progress import tqdm
             bar = tqdm(total=max_nodes, desc="attribution rows", unit="row")
         while builder.n_neuron_rows < max_nodes:

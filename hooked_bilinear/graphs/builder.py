@@ -24,14 +24,17 @@ class GraphBuilder:
                  default_targets: bool = True):
         self.pr, self.targets, self.k = pr, targets, edges_per_node
         self.default_targets = default_targets
-        self.W = max([pr.width(l) for l in range(pr.n_layers)] or [0]) if pr.d_mlp else 0
-        self.num = Numbering(pr.n, pr.n_layers, self.W, tuple((l, F.d_sae) for l, F in sorted(pr.features.items())))
+        self.W = max([pr.width(l) for l in range(pr.n_layers)] or [0])
+        self.num = Numbering(pr.n, pr.n_layers, self.W, tuple((l, F.d_sae) for l, F in sorted(pr.features.items())),
+                             tuple((l, pr.mlp_width(l)) for l in range(pr.n_layers)) if pr.qk else ())
         dev = pr.logits.device
         shape = (pr.n_layers, pr.n, self.W)
         self.infl = torch.zeros(shape, dtype=torch.float64, device=dev)
         self.visited = torch.zeros(shape, dtype=torch.bool, device=dev)
         for l, F in pr.features.items():
-            self.visited[l, :, F.d_sae:] = True  # error nodes are sources, never rows
+            self.visited[l, :, F.d_sae:pr.mlp_width(l)] = True  # error nodes are sources, never rows
+        for l in range(pr.n_layers):
+            self.visited[l, :, pr.width(l):] = True  # unused slots
         self.weights = weights
         # per row: int id, activation, abs mass, influence when chosen
         self.row_ids: list[np.ndarray] = []
@@ -77,26 +80,43 @@ class GraphBuilder:
         return layer, rest // m, rest % m, val
 
     def add_neuron_rows(self, layer: Tensor, pos: Tensor, idx: Tensor, infl: Tensor) -> None:
+        """Rows for chosen slots: neurons or SAE features (read resid_mid), or pattern entries (read the block input)."""
         pr = self.pr
         self.visited[layer, pos, idx] = True
-        encs, owns = [], []
-        order = torch.argsort(layer, stable=True)
-        layer, pos, idx, infl = layer[order], pos[order], idx[order], infl[order]
+        offset = torch.tensor([pr.mlp_width(l) for l in range(pr.n_layers)], device=layer.device)[layer]
+        is_pat = idx >= offset
+        order = torch.argsort(layer * 2 + is_pat.long(), stable=True)
+        layer, pos, idx, infl, is_pat, offset = (t[order] for t in (layer, pos, idx, infl, is_pat, offset))
+        encs, owns, encs2, pos2 = [], [], [], pos.clone()
+        acts = []
         for l in layer.unique().tolist():
-            at = layer == l
-            enc_fn = feature_encoders if l in pr.features else neuron_encoders
-            e, o = enc_fn(pr, l, pos[at], idx[at])
-            encs.append(e), owns.append(o)
-        act = torch.stack([pr.features[l].act_real[p, k] if l in pr.features else pr.h_real[l][p, k]
-                           for l, p, k in zip(layer.tolist(), pos.tolist(), idx.tolist())])
+            for pat in (False, True):
+                at = (layer == l) & (is_pat == pat)
+                if not at.any():
+                    continue
+                if pat:
+                    from hooked_bilinear.graphs.patterns import pattern_encoders
+
+                    h, q = (idx[at] - offset[at]) // pr.n, (idx[at] - offset[at]) % pr.n
+                    e, e2, o = pattern_encoders(pr, l, h, pos[at], q)
+                    pos2[at] = q
+                    acts.append(pr.patterns[l][h, pos[at], q])
+                else:
+                    enc_fn = feature_encoders if l in pr.features else neuron_encoders
+                    e, o = enc_fn(pr, l, pos[at], idx[at])
+                    e2 = torch.zeros_like(e)
+                    src = pr.features[l].act_real if l in pr.features else pr.h_real[l]
+                    acts.append(src[pos[at], idx[at]])
+                encs.append(e), owns.append(o), encs2.append(e2)
         ids = self.num.neuron(layer, pos, idx).cpu().numpy()
-        self._add(layer, pos, torch.cat(encs), torch.cat(owns), ids, act, infl)
+        self._add(layer, pos, torch.cat(encs), torch.cat(owns), ids, torch.cat(acts), infl,
+                  pos2=pos2, enc2=torch.cat(encs2), at_pre=is_pat)
         self.n_neuron_rows += len(ids)
 
     # ------------------------------------------------------------------ one sweep
-    def _add(self, layer, pos, enc, own, ids, act, infl) -> None:
+    def _add(self, layer, pos, enc, own, ids, act, infl, pos2=None, enc2=None, at_pre=None) -> None:
         pr, num = self.pr, self.num
-        E = row_edges(pr, layer, pos, enc, own)
+        E = row_edges(pr, layer, pos, enc, own, pos2, enc2, at_pre)
         self.n_sweeps += 1
         R, n, nL, m = enc.shape[0], pr.n, pr.n_layers, self.W
         dev = enc.device

@@ -215,6 +215,8 @@ def _node_record(row, n_layers: int, influence, next_free: list, out_pos: dict, 
                           + ("" if value is None else f" = {value:+.4g}"))
         elif kind in ("position", "constant"):
             record.update(layer="E", feature_type="position embedding" if kind == "position" else "constant")
+        elif kind == "pattern":  # softmax-free attention entry A[p, q]: drawn as a feature of its block
+            record.update(feature_type=CT_FEATURE, clerp=f"{label} (bilinear attention pattern entry)")
     return record
 
 

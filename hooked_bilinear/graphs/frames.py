@@ -22,11 +22,14 @@ def build_graph(self, model, tok_str, max_nodes: int):  # self: the GraphBuilder
     base_ids = np.concatenate([row_ids[row_ids < num.logit0], leaf_ids])
     dec = num.decode(base_ids)
     kinds = KIND_NAMES[dec["kind"]]
-    sid = string_ids(dec["kind"], dec["layer"], dec["pos"], dec["index"], tokens)
+    sid = string_ids(dec["kind"], dec["layer"], dec["pos"], dec["index"], tokens, dec["head"], dec["key"])
     act = np.full(len(base_ids), np.nan)
-    for j in np.flatnonzero(np.isin(dec["kind"], (3, 4))):
+    for j in np.flatnonzero(np.isin(dec["kind"], (3, 4, 6))):
         l, p, k = int(dec["layer"][j]), int(dec["pos"][j]), int(dec["index"][j])
-        act[j] = float(pr.features[l].act_real[p, k] if dec["kind"][j] == 4 else pr.h_real[l][p, k])
+        if dec["kind"][j] == 6:
+            act[j] = float(pr.patterns[l][int(dec["head"][j]), p, int(dec["key"][j])])
+        else:
+            act[j] = float(pr.features[l].act_real[p, k] if dec["kind"][j] == 4 else pr.h_real[l][p, k])
     labels = _labels(dec, tokens, tok_str, nL)
     n_neuron_rows = int((row_ids < num.logit0).sum())  # neuron (or feature) rows come first in base_ids
     is_row = np.zeros(len(base_ids), dtype=bool)
@@ -40,7 +43,8 @@ def build_graph(self, model, tok_str, max_nodes: int):  # self: the GraphBuilder
         mass[j], act[j] = row_mass[r], row_act[r]
     nodes = pd.DataFrame({"node_id": sid, "kind": kinds, "layer": dec["layer"], "pos": dec["pos"],
                           "index": dec["index"], "activation": act, "label": labels, "is_row": is_row,
-                          "abs_mass": mass, "token_prob": 0.0, "is_target": False})
+                          "abs_mass": mass, "token_prob": 0.0, "is_target": False,
+                          "head": dec["head"], "key_pos": dec["key"]})
     # logit nodes
     T = self.targets
     lg = pd.DataFrame({"node_id": [logit_id(nL, g.key, g.pos) for g in T], "kind": "logit", "layer": nL,
@@ -64,7 +68,9 @@ def build_graph(self, model, tok_str, max_nodes: int):  # self: the GraphBuilder
                         "label": [f"rest of {'embeddings' if l < 0 else ('b_U' if l == nL else f'L{l}')} into {row_sid[int(r)]}"
                                   for r, l in zip(rr, rl)],
                         "is_row": False, "abs_mass": np.nan, "token_prob": 0.0, "is_target": False})
-    nodes = pd.concat([nodes, lg, rem], ignore_index=True).astype({"layer": "int64", "pos": "int64", "index": "int64"})
+    nodes = pd.concat([nodes, lg, rem], ignore_index=True)
+    nodes[["head", "key_pos"]] = nodes[["head", "key_pos"]].fillna(-1)
+    nodes = nodes.astype({"layer": "int64", "pos": "int64", "index": "int64", "head": "int64", "key_pos": "int64"})
     # edges
     id_of = dict(zip(base_ids.tolist(), sid))
     id_of.update({int(num.logit0 + i): lg["node_id"].iloc[i] for i in range(len(T))})
@@ -81,7 +87,7 @@ def build_graph(self, model, tok_str, max_nodes: int):  # self: the GraphBuilder
         "tokens": tokens.tolist(),
         "model_name": str(getattr(cfg, "model_name", "") or "hooked-bilinear"),
         "n_layers": nL, "d_mlp": pr.d_mlp, "d_vocab": cfg.d_vocab,
-        "frozen": "attention patterns and norm scales of this forward pass (everything else is exact)",
+        "frozen": _frozen(model, bool(pr.qk)),
         "node_threshold": None, "edge_threshold": None, "pruned": False,
         "max_nodes": max_nodes, "edges_per_node": self.k, "default_targets": self.default_targets, "sweeps": self.n_sweeps,
         "dtype": str(pr.logits.dtype).replace("torch.", ""),
@@ -95,8 +101,11 @@ def build_graph(self, model, tok_str, max_nodes: int):  # self: the GraphBuilder
 
 def _labels(dec, tokens, tok_str, nL) -> list[str]:
     out = []
-    for k, l, p, i in zip(dec["kind"].tolist(), dec["layer"].tolist(), dec["pos"].tolist(), dec["index"].tolist()):
-        if k == 0:
+    for k, l, p, i, h, q in zip(dec["kind"].tolist(), dec["layer"].tolist(), dec["pos"].tolist(), dec["index"].tolist(),
+                                dec["head"].tolist(), dec["key"].tolist()):
+        if k == 6:
+            out.append(f"attn{l}.{h} A[{p}, {q}]")
+        elif k == 0:
             out.append(f"tok {tok_str(tokens[p])} @{p}")
         elif k == 1:
             out.append(f"pos @{p}")
@@ -109,3 +118,12 @@ def _labels(dec, tokens, tok_str, nL) -> list[str]:
         else:
             out.append(f"mlp{l} n{i} @{p}")
     return out
+
+
+def _frozen(model, pattern_nodes: bool) -> str:
+    """What the graph freezes, said on every graph."""
+    if not pattern_nodes:
+        return "attention patterns and norm scales of this forward pass (everything else is exact)"
+    if model.cfg.normalization_type in ("LN", "LNPre", "RMS", "RMSPre"):
+        return "norm scales (σ) of this forward pass only; the bilinear attention patterns are nodes"
+    return "nothing: softmax-free attention patterns are nodes and the norms are linear"

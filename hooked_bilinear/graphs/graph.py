@@ -25,7 +25,7 @@ from hooked_bilinear.errors import InputError
 
 FORMAT = "hooked_bilinear.attribution_graph/1"
 _FLOAT_COLS = ("activation", "abs_mass", "token_prob", "influence", "pruned_in")
-_INT_COLS = ("layer", "pos", "index")
+_INT_COLS = ("layer", "pos", "index", "head", "key_pos")
 _BOOL_COLS = ("is_row", "is_target")
 _STR_COLS = ("node_id", "kind", "label")
 
@@ -210,7 +210,7 @@ class AttributionGraph:
         nodes, edges = self.nodes, self.edges
         pos = {nid: i for i, nid in enumerate(nodes["node_id"])}
         t = {f"nodes.{c}": torch.from_numpy(nodes[c].to_numpy(dtype=np.float64).copy()) for c in _FLOAT_COLS if c in nodes}
-        t.update({f"nodes.{c}": torch.from_numpy(nodes[c].to_numpy(dtype=np.int64).copy()) for c in _INT_COLS})
+        t.update({f"nodes.{c}": torch.from_numpy(nodes[c].to_numpy(dtype=np.int64).copy()) for c in _INT_COLS if c in nodes})
         t.update({f"nodes.{c}": torch.from_numpy(nodes[c].to_numpy(dtype=bool).astype(np.uint8)) for c in _BOOL_COLS})
         t["edges.source"] = torch.from_numpy(edges["source"].map(pos).to_numpy(dtype=np.int64).copy())
         t["edges.target"] = torch.from_numpy(edges["target"].map(pos).to_numpy(dtype=np.int64).copy())
@@ -255,7 +255,7 @@ class AttributionGraph:
             raise GraphFormatError(f"{str(path)!r} has edges pointing outside its {n} nodes")
         ids = np.asarray(cols["node_id"], dtype=object)
         order = ["node_id", "kind", "layer", "pos", "index", "activation", "label", "is_row", "abs_mass",
-                 "token_prob", "is_target", "influence", "pruned_in"]
+                 "token_prob", "is_target", "head", "key_pos", "influence", "pruned_in"]
         nodes = pd.DataFrame({c: cols[c] for c in order if c in cols})
         edges = pd.DataFrame({"source": ids[src], "target": ids[tgt], "weight": w})
         return cls(nodes, edges, meta)

@@ -7,7 +7,8 @@ adds Σ_h head_h(X) to what it reads. For any one block l between source and row
                                                              G_l: the row's encoder carried back to block l's output)
 
 so `loading[l, h]` is the part of the edge through head (l, h) (every path through that head), and each
-block's loadings plus its skip term sum to the edge. Sources that are sums (remainders) have no loadings.
+block's loadings plus its skip term sum to the edge. Sources that are sums (remainders) and pattern
+nodes (their edge already goes through one head) have no loadings.
 """
 
 from __future__ import annotations
@@ -65,13 +66,14 @@ def _encoder(graph, pr: PromptRun, row) -> tuple[torch.Tensor, int]:
 
 def _loadings(pr: PromptRun, c: torch.Tensor, q: int, first: int, enc: torch.Tensor, p: int, last: int):
     f, n = pr.folded, pr.n
+    half = 0.5 if pr.qk else 1.0  # softmax-free attention: the value path carries half of each head term
     X = c.new_zeros(n, c.shape[0])
     X[q] = c
     outs = {}
     for l in range(first, last + 1):
         L = f.layers[l]
         v = torch.einsum("nd,hde->hne", X / pr.s1[l], L.W_V)
-        Y = torch.einsum("hne,hed->hnd", pr.patterns[l] @ v, L.W_O)  # [H, n, d]
+        Y = half * torch.einsum("hne,hed->hnd", pr.patterns[l] @ v, L.W_O)  # [H, n, d]
         outs[l] = (X, Y)
         X = X + Y.sum(0)
     G = enc.new_zeros(n, enc.shape[0])
@@ -82,12 +84,12 @@ def _loadings(pr: PromptRun, c: torch.Tensor, q: int, first: int, enc: torch.Ten
         L = f.layers[l]
         per_head = torch.einsum("nd,hnd->h", G, Y)
         # which pattern entry A[p', q'] of each head carries its loading: M[h, p', q'] sums to loading[h]
-        M = pr.patterns[l] * (torch.einsum("pd,hed->hpe", G, L.W_O) @ torch.einsum("qd,hde->hqe", Xl / pr.s1[l], L.W_V).transpose(1, 2))
+        M = half * pr.patterns[l] * (torch.einsum("pd,hed->hpe", G, L.W_O) @ torch.einsum("qd,hde->hqe", Xl / pr.s1[l], L.W_V).transpose(1, 2))
         at = M.abs().flatten(1).argmax(1)
         rows += [(l, h, float(per_head[h]), int(at[h]) // n, int(at[h]) % n) for h in range(Y.shape[0])]
         rows.append((l, -1, float((G * Xl).sum()), -1, -1))  # the part that skips block l's attention
         T = torch.einsum("pd,hed->hpe", G, L.W_O)
-        G = G + torch.einsum("hqe,hde->qd", pr.patterns[l].transpose(1, 2) @ T, L.W_V) / pr.s1[l]
+        G = G + half * torch.einsum("hqe,hde->qd", pr.patterns[l].transpose(1, 2) @ T, L.W_V) / pr.s1[l]
     return rows
 
 
@@ -142,7 +144,7 @@ def head_loadings(graph, edge_or_node, target=None, qk: int = 0):
         graph._node(edge_or_node)
         e = graph.edges[graph.edges["target"] == edge_or_node]
         kinds = e["source"].map(table["kind"])
-        e = e[(e["source"].map(table["pos"]) != table.loc[edge_or_node, "pos"]) & (kinds != "remainder")]
+        e = e[(e["source"].map(table["pos"]) != table.loc[edge_or_node, "pos"]) & ~kinds.isin(["remainder", "pattern"])]
     out = []
     for s, t, w in e[["source", "target", "weight"]].itertuples(index=False):
         srow, trow = table.loc[s].copy(), table.loc[t].copy()

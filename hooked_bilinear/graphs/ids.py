@@ -6,7 +6,8 @@ feature `f"{layer}_{index}_{pos}"`, a token embedding `f"E_{token}_{pos}"`, a lo
 `f"{n_layers + 1}_{token}_{pos}"`. Our extra kinds: `P_{pos}_{pos}` (position embedding),
 `C_{layer}_{pos}` (the constants of block `layer` written at `pos`; layer = n_layers is b_U),
 `R_{row}_{layer}` (the exact sum of a row's dropped edges from one source layer; layer -1 = embeddings),
-`X_{layer}_{pos}` (an SAE basis's reconstruction error at that block and position, written exactly).
+`X_{layer}_{pos}` (an SAE basis's reconstruction error at that block and position, written exactly),
+`A_{layer}_{head}_{query}_{key}` (a softmax-free attention pattern entry).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Numbering:
     n_layers: int
     d_mlp: int    # slots per (layer, position): max(d_mlp, d_sae + 1); 0 for attention-only models
     features: tuple = ()  # ((layer, d_sae), ...): blocks whose slots hold SAE features, then the error node
+    patterns: tuple = ()  # ((layer, offset), ...): slots from `offset` on are pattern nodes (head, key position)
 
     @property
     def pos0(self) -> int:
@@ -73,10 +75,17 @@ class Numbering:
                 at = (kind == 3) & (layer == l)
                 kind[at & (index < d_sae)] = 4
                 kind[at & (index == d_sae)] = 5
-        return {"kind": kind, "layer": layer, "pos": pos, "index": index}
+        head = np.full(ids.shape, -1, dtype=np.int64)
+        key = np.full(ids.shape, -1, dtype=np.int64)
+        for l, offset in self.patterns:
+            at = (kind >= 3) & (layer == l) & (index >= offset)
+            kind[at] = 6
+            head[at], key[at] = (index[at] - offset) // self.n, (index[at] - offset) % self.n
+            index[at] = -1
+        return {"kind": kind, "layer": layer, "pos": pos, "index": index, "head": head, "key": key}
 
 
-KIND_NAMES = np.array(["embedding", "position", "constant", "neuron", "feature", "error"])
+KIND_NAMES = np.array(["embedding", "position", "constant", "neuron", "feature", "error", "pattern"])
 
 
 def neuron_id(layer: int, index: int, pos: int) -> str:
@@ -91,11 +100,16 @@ def remainder_id(row_id: str, layer: int) -> str:
     return f"R_{row_id}_{layer}"
 
 
-def string_ids(kind: np.ndarray, layer: np.ndarray, pos: np.ndarray, index: np.ndarray, tokens: np.ndarray) -> list[str]:
+def string_ids(kind: np.ndarray, layer: np.ndarray, pos: np.ndarray, index: np.ndarray, tokens: np.ndarray,
+               head=None, key=None) -> list[str]:
     """String ids of decoded leaf/neuron nodes (kind codes as in `Numbering.decode`)."""
     out = []
-    for k, l, p, i in zip(kind.tolist(), layer.tolist(), pos.tolist(), index.tolist()):
-        if k == 0:
+    head = np.full(len(kind), -1) if head is None else head
+    key = np.full(len(kind), -1) if key is None else key
+    for k, l, p, i, h, q in zip(kind.tolist(), layer.tolist(), pos.tolist(), index.tolist(), head.tolist(), key.tolist()):
+        if k == 6:
+            out.append(f"A_{l}_{h}_{p}_{q}")
+        elif k == 0:
             out.append(f"E_{int(tokens[p])}_{p}")
         elif k == 1:
             out.append(f"P_{p}_{p}")

@@ -48,11 +48,16 @@ class PromptRun:
     h_real: list[Optional[Tensor]]
     logits: Tensor
     features: dict = field(default_factory=dict)  # {layer: FeatureLayer}: that block's neurons are replaced by SAE features
+    qk: list = field(default_factory=list)  # softmax-free attention: per layer its QK view (pattern nodes), else []
 
-    def width(self, layer: int) -> int:
-        """Source nodes per position written by a block: d_mlp neurons, or d_sae features + the error node."""
+    def mlp_width(self, layer: int) -> int:
+        """Source nodes per position written by a block's MLP: d_mlp neurons, or d_sae features + the error node."""
         F = self.features.get(layer)
         return F.d_sae + 1 if F is not None else self.d_mlp
+
+    def width(self, layer: int) -> int:
+        """Source nodes per (block, position): the MLP's, then (bilinear attention) one per (head, key position)."""
+        return self.mlp_width(layer) + (self.qk[layer].n_heads * self.n if self.qk else 0)
 
     @property
     def n(self) -> int:
@@ -75,7 +80,7 @@ def mlp_hook_names(model, basis_layers=()) -> tuple[str, ...]:
         tuple(f"blocks.{l}.hook_mlp_out" for l in basis_layers)
 
 
-def prompt_run(run: FrozenRun, b: int, basis: Optional[dict] = None) -> PromptRun:
+def prompt_run(run: FrozenRun, b: int, basis: Optional[dict] = None, model=None) -> PromptRun:
     """Slice prompt `b` out of a frozen run and replay the MLP branches from its real resid_pre."""
     f = run.folded
     a_s, b_s, h_s, real = [], [], [], []
@@ -98,11 +103,16 @@ def prompt_run(run: FrozenRun, b: int, basis: Optional[dict] = None) -> PromptRu
 
         for l, sae in basis.items():
             feats[l] = fold_feature_layer(sae, f.layers[l], h_s[l], run.extra[f"blocks.{l}.hook_mlp_out"][b])
-    return PromptRun(
+    pr = PromptRun(
         folded=f, tokens=run.tokens[b], patterns=[p[b] for p in run.patterns], s1=[s[b] for s in run.scale1],
         s2=[None if s is None else s[b] for s in run.scale2], sf=run.scale_final[b], a=a_s, b=b_s, h=h_s,
         h_real=real, logits=run.logits[b], features=feats,
     )
+    if model is not None and getattr(model.cfg, "attention", "softmax") == "bilinear":
+        from hooked_bilinear.graphs.patterns import qk_views
+
+        pr.qk = qk_views(model, f, [r[b] for r in run.resid[:-1]], pr.s1)
+    return pr
 
 
 def neuron_encoders(pr: PromptRun, layer: int, pos: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
@@ -144,11 +154,17 @@ class RowEdges:
     neurons: list[Optional[Tensor]]
 
 
-def row_edges(pr: PromptRun, layer: Tensor, pos: Tensor, enc: Tensor, own: Tensor) -> RowEdges:
-    """Edges into rows given by (layer [R] — n_layers for logits —, pos [R], encoder [R, d], own constant [R])."""
+def row_edges(pr: PromptRun, layer: Tensor, pos: Tensor, enc: Tensor, own: Tensor,
+              pos2: Optional[Tensor] = None, enc2: Optional[Tensor] = None, at_pre: Optional[Tensor] = None) -> RowEdges:
+    """Edges into rows given by (layer [R] — n_layers for logits —, pos [R], encoder [R, d], own constant [R]).
+
+    Pattern rows (`at_pre`) read block `layer`'s input instead of its resid_mid, at two positions: `pos`
+    with `enc` (the query side) and `pos2` with `enc2` (the key side).
+    """
     f, n, nL = pr.folded, pr.n, pr.n_layers
     R, d = enc.shape
     rows = torch.arange(R, device=enc.device)
+    at_pre = torch.zeros(R, dtype=torch.bool, device=enc.device) if at_pre is None else at_pre
     G = enc.new_zeros(R, n, d)
     const = enc.new_zeros(R, nL + 1, n)
     const[rows, layer, pos] += own
@@ -161,7 +177,7 @@ def row_edges(pr: PromptRun, layer: Tensor, pos: Tensor, enc: Tensor, own: Tenso
             # only rows above this block reach its neurons, and only at positions up to their own
             live = (layer > l).nonzero(as_tuple=True)[0]
             F = pr.features.get(l)
-            E = enc.new_zeros(R, n, pr.width(l))
+            E = enc.new_zeros(R, n, pr.mlp_width(l))
             if len(live):
                 q = int(pos[live].max()) + 1
                 Gl = G[live, :q]
@@ -172,12 +188,21 @@ def row_edges(pr: PromptRun, layer: Tensor, pos: Tensor, enc: Tensor, own: Tenso
                     E[live, :q, -1] = (Gl * F.err[:q]).sum(-1)
             neurons[l] = E
             const[:, l] += G @ (L.b_out if F is None else F.bdec)
-            at = layer == l
+            at = (layer == l) & ~at_pre
             G[rows[at], pos[at]] += enc[at]
         const[:, l] += G @ L.b_O
         T = torch.einsum("rpd,hed->rhpe", G, L.W_O)
         U = torch.einsum("hpq,rhpe->rhqe", pr.patterns[l], T)
+        if pr.qk:  # head term A[p,q] · (v_q W_O): half to the pattern node, half along the value path
+            E_pat = 0.5 * pr.patterns[l][None] * (T @ pr.qk[l].values.transpose(1, 2)[None])  # [R, H, p, q]
+            E_pat = E_pat.permute(0, 2, 1, 3).reshape(R, n, -1)
+            neurons[l] = E_pat if neurons[l] is None else torch.cat([neurons[l], E_pat], -1)
+            U = 0.5 * U
         G = G + torch.einsum("rhqe,hde->rqd", U, L.W_V) / pr.s1[l]
+        at = (layer == l) & at_pre
+        if at.any():
+            G[rows[at], pos[at]] += enc[at]
+            G[rows[at], pos2[at]] += enc2[at]
     tok = (G * f.W_E[pr.tokens]).sum(-1)
     pos_e = (G * f.W_pos[:n]).sum(-1) if f.W_pos is not None else None
     return RowEdges(tok=tok, pos=pos_e, const=const, neurons=neurons)
