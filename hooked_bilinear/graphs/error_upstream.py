@@ -16,19 +16,7 @@ import torch
 
 from hooked_bilinear.errors import InputError
 from hooked_bilinear.graphs.ids import KIND_NAMES, Numbering, string_ids
-from hooked_bilinear.graphs.rows import row_edges
-
-
-def _carry_back(pr, enc, p: int, top: int, stop: int):
-    """An encoder [d] at position p of block `top`'s attention input... carried back to the output of block `stop`."""
-    f, n = pr.folded, pr.n
-    G = enc.new_zeros(n, enc.shape[0])
-    G[p] = enc
-    for l in range(top, stop, -1):
-        L = f.layers[l]
-        T = torch.einsum("pd,hed->hpe", G, L.W_O)
-        G = G + torch.einsum("hqe,hde->qd", pr.patterns[l].transpose(1, 2) @ T, L.W_V) / pr.s1[l]
-    return G
+from hooked_bilinear.graphs.rows import carry_back, row_edges
 
 
 @torch.no_grad()
@@ -54,7 +42,9 @@ def error_upstream(graph, error_id: str, row_id: str):
     if int(row["layer"]) <= l:
         raise InputError(f"row {row_id!r} is not downstream of block {l}: the error cannot reach it")
     enc, top = _encoder(graph, pr, row)
-    g = _carry_back(pr, enc, int(row["pos"]), top, l)[p]
+    G = enc.new_zeros(pr.n, enc.shape[0])
+    G[int(row["pos"])] = enc
+    g = carry_back(pr, G, top, l)[p]
     F, L = pr.features[l], pr.folded.layers[l]
     active = F.act_real[p] != 0
     m = L.d_mlp

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from hooked_bilinear.errors import InputError
-from hooked_bilinear.graphs.rows import PromptRun, feature_encoders, neuron_encoders
+from hooked_bilinear.graphs.rows import PromptRun, carry_back, feature_encoders, neuron_encoders
 
 
 def _write(graph, pr: PromptRun, src) -> tuple[torch.Tensor, int]:
@@ -88,8 +88,7 @@ def _loadings(pr: PromptRun, c: torch.Tensor, q: int, first: int, enc: torch.Ten
         at = M.abs().flatten(1).argmax(1)
         rows += [(l, h, float(per_head[h]), int(at[h]) // n, int(at[h]) % n) for h in range(Y.shape[0])]
         rows.append((l, -1, float((G * Xl).sum()), -1, -1))  # the part that skips block l's attention
-        T = torch.einsum("pd,hed->hpe", G, L.W_O)
-        G = G + half * torch.einsum("hqe,hde->qd", pr.patterns[l].transpose(1, 2) @ T, L.W_V) / pr.s1[l]
+        G = carry_back(pr, G, l, l - 1)
     return rows
 
 

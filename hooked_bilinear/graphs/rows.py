@@ -140,6 +140,24 @@ def feature_encoders(pr: PromptRun, layer: int, pos: Tensor, idx: Tensor) -> tup
     return enc, own
 
 
+def value_back(pr: PromptRun, layer: int, T: Tensor) -> Tensor:
+    """The transposed value path of block `layer`: T = G W_Oᵀ [..., H, n, dh] → [..., n, d] at its input.
+
+    `Σ_h Σ_p A_h[p, q] T[h, p] W_V''_hᵀ / σ1[q]`, halved for softmax-free attention (the other half of
+    each head term goes to its pattern node).
+    """
+    U = torch.einsum("hpq,...hpe->...hqe", pr.patterns[layer], T)
+    back = torch.einsum("...hqe,hde->...qd", U, pr.folded.layers[layer].W_V) / pr.s1[layer]
+    return 0.5 * back if pr.qk else back
+
+
+def carry_back(pr: PromptRun, G: Tensor, top: int, stop: int) -> Tensor:
+    """G [..., n, d] at block `top`'s resid_mid carried back through attention to block `stop`'s output."""
+    for l in range(top, stop, -1):
+        G = G + value_back(pr, l, torch.einsum("...pd,hed->...hpe", G, pr.folded.layers[l].W_O))
+    return G
+
+
 @dataclass
 class RowEdges:
     """Dense edges into R rows from every source (zeros where a source cannot reach a row).
@@ -192,13 +210,11 @@ def row_edges(pr: PromptRun, layer: Tensor, pos: Tensor, enc: Tensor, own: Tenso
             G[rows[at], pos[at]] += enc[at]
         const[:, l] += G @ L.b_O
         T = torch.einsum("rpd,hed->rhpe", G, L.W_O)
-        U = torch.einsum("hpq,rhpe->rhqe", pr.patterns[l], T)
         if pr.qk:  # head term A[p,q] · (v_q W_O): half to the pattern node, half along the value path
             E_pat = 0.5 * pr.patterns[l][None] * (T @ pr.qk[l].values.transpose(1, 2)[None])  # [R, H, p, q]
             E_pat = E_pat.permute(0, 2, 1, 3).reshape(R, n, -1)
             neurons[l] = E_pat if neurons[l] is None else torch.cat([neurons[l], E_pat], -1)
-            U = 0.5 * U
-        G = G + torch.einsum("rhqe,hde->rqd", U, L.W_V) / pr.s1[l]
+        G = G + value_back(pr, l, T)
         at = (layer == l) & at_pre
         if at.any():
             G[rows[at], pos[at]] += enc[at]

@@ -9,7 +9,7 @@ plus the constant `w · b_U'`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
