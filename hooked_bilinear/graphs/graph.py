@@ -156,9 +156,12 @@ class AttributionGraph:
             from hooked_bilinear.circuits.frozen import freeze
             from hooked_bilinear.graphs.rows import mlp_hook_names, prompt_run
 
+            if self.meta.get("basis"):
+                raise InputError("this graph is in an SAE basis and was loaded: rebuild it with attribute(..., basis=sae)")
             dtype = getattr(torch, self.meta.get("dtype", "float32"))
             tokens = torch.tensor([self.meta["tokens"]], device=self._model.cfg.device)
-            self._run = prompt_run(freeze(self._model, tokens, dtype=dtype, extra_names=mlp_hook_names(self._model)), 0)
+            run = freeze(self._model, tokens, dtype=dtype, extra_names=mlp_hook_names(self._model))
+            self._run = prompt_run(run, 0, model=self._model)  # the model: pattern nodes of bilinear attention
         return self._run
 
     def head_loadings(self, edge_or_node, target=None, qk: int = 0):

@@ -49,18 +49,9 @@ def _encoder(graph, pr: PromptRun, row) -> tuple[torch.Tensor, int]:
         return enc[0], l
     if row["kind"] != "logit":
         raise InputError(f"node {row['node_id']!r} is not a row (a neuron or logit node)")
-    key = row["node_id"].split("_")[1]
-    w = torch.zeros(pr.logits.shape[-1], dtype=pr.logits.dtype)
-    if key.startswith("d"):
-        match = [g for g in graph._targets if g.key == key and g.pos == int(row["pos"])] if graph._targets else []
-        if not match:
-            raise InputError("head loadings of a direction target need the graph as built (not loaded)")
-        w = match[0].w
-    elif "-" in key:
-        a, b = (int(x) for x in key.split("-"))
-        w[a], w[b] = 1, -1
-    else:
-        w[int(key)] = 1
+    from hooked_bilinear.graphs.targets import node_weight
+
+    w = node_weight(graph, row, pr.logits.shape[-1], pr.logits.dtype, pr.logits.device)
     return (pr.folded.W_U @ w) / pr.sf[int(row["pos"])], nL - 1
 
 

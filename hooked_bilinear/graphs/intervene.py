@@ -31,19 +31,11 @@ def _neurons(graph, nodes) -> list[tuple[str, int, int, int]]:
 
 
 def _target_values(graph, logits: torch.Tensor) -> np.ndarray:
-    """w · logits[p] for each target node, recomputed from its id (token, difference) or stored weights."""
-    vals = []
-    for _, t in graph.targets.iterrows():
-        key = t["node_id"].split("_")[1]
-        row = logits[int(t["pos"])].double()
-        if key.startswith("d"):
-            raise InputError("intervene compares token-logit and logit-difference targets; this graph has a direction target")
-        if "-" in key:
-            a, b = (int(x) for x in key.split("-"))
-            vals.append(float(row[a] - row[b]))
-        else:
-            vals.append(float(row[int(key)]))
-    return np.array(vals)
+    """w · logits[p] for each target node (`targets.node_weight`)."""
+    from hooked_bilinear.graphs.targets import node_weight
+
+    return np.array([float(node_weight(graph, t, logits.shape[-1], torch.float64, logits.device) @ logits[int(t["pos"])].double())
+                     for _, t in graph.targets.iterrows()])
 
 
 @torch.no_grad()

@@ -113,3 +113,21 @@ def influence_weights(targets: list[GraphTarget], default: bool) -> Tensor:
     return torch.full((len(targets),), 1.0 / len(targets), dtype=torch.float64)
 
 
+
+
+def node_weight(graph, row, d_vocab: int, dtype, device=None) -> Tensor:
+    """The weight `w` [d_vocab] of a logit node (its value is `w · logits[pos]`), from the graph's targets
+    when it was built here, else from its id (a token, or "a-b" for a difference)."""
+    key, pos = str(row["node_id"]).split("_")[1], int(row["pos"])
+    built = [g for g in (graph._targets or []) if g.key == key and g.pos == pos]
+    if built:
+        return built[0].w.to(dtype=dtype, device=device)
+    if key.startswith("d"):
+        raise InputError(f"the direction of target {row['node_id']!r} is not saved with a graph: use the graph as built")
+    w = torch.zeros(d_vocab, dtype=dtype, device=device)
+    if "-" in key:
+        a, b = (int(x) for x in key.split("-"))
+        w[a], w[b] = 1, -1
+    else:
+        w[int(key)] = 1
+    return w
