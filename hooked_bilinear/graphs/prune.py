@@ -24,15 +24,18 @@ class _Index:
     w: np.ndarray
 
 
-def _index(graph, edge_mask=None, node_mask=None) -> _Index:
+def _index(graph) -> _Index:
+    """Every edge as node positions (source, target) and |weight|."""
     pos = {nid: i for i, nid in enumerate(graph.nodes["node_id"])}
     src = graph.edges["source"].map(pos).to_numpy()
     tgt = graph.edges["target"].map(pos).to_numpy()
-    w = np.abs(graph.edges["weight"].to_numpy(dtype=np.float64))
-    keep = np.ones(len(w), dtype=bool) if edge_mask is None else edge_mask.copy()
-    if node_mask is not None:
-        keep &= node_mask[src] & node_mask[tgt]
-    return _Index(len(pos), src[keep], tgt[keep], w[keep])
+    return _Index(len(pos), src, tgt, np.abs(graph.edges["weight"].to_numpy(dtype=np.float64)))
+
+
+def _restrict(ix: _Index, node_mask: np.ndarray) -> tuple[_Index, np.ndarray]:
+    """The edges between kept nodes, and where they sit among all edges."""
+    keep = np.flatnonzero(node_mask[ix.src] & node_mask[ix.tgt])
+    return _Index(ix.n, ix.src[keep], ix.tgt[keep], ix.w[keep]), keep
 
 
 def _normalised(ix: _Index) -> np.ndarray:
@@ -88,15 +91,12 @@ def prune_masks(graph, node_threshold: float = 0.8, edge_threshold: float = 0.98
     full = _index(graph)
     infl = _influence(full, _normalised(full), lw)
     node_mask = (infl >= _threshold(infl, node_threshold)) | always  # over every node, as circuit-tracer
-    ix = _index(graph, node_mask=node_mask)
+    ix, alive = _restrict(full, node_mask)
     a = _normalised(ix)
     score = a * (_influence(ix, a, lw) + lw)[ix.tgt]
     keep_e = score >= _threshold(score, edge_threshold)
-    pos = {nid: i for i, nid in enumerate(nodes["node_id"])}
-    src_all = graph.edges["source"].map(pos).to_numpy()
-    tgt_all = graph.edges["target"].map(pos).to_numpy()
+    src_all, tgt_all = full.src, full.tgt
     edge_mask = np.zeros(len(graph.edges), dtype=bool)
-    alive = np.flatnonzero(node_mask[src_all] & node_mask[tgt_all])
     edge_mask[alive[keep_e]] = True
     while True:
         before = node_mask.copy()
