@@ -117,7 +117,8 @@ class SpectraJob(Job):
         parser.add_argument("--chunk", type=int, default=64, help="directions per unit")
         parser.add_argument("--no-vectors", dest="vectors", action="store_false", help="keep eigenvalues only")
         parser.add_argument("--method", default="auto", choices=["auto", "dense", "block"])
-        parser.add_argument("--tol", type=float, default=None, help="block solver residual tolerance")
+        parser.add_argument("--tol", type=float, default=None,
+                            help="block solver eigenvalue error bound, relative to max|λ| (default 1e-5 fp32)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--dtype", default=None, choices=["float32", "float64"], help="default: the model's")
 

@@ -18,7 +18,7 @@ from hooked_bilinear.tensor._kernels import (
     matvec_coeffs,
 )
 from hooked_bilinear.tensor._validate import auto_chunk, check_input, size_guard
-from hooked_bilinear.tensor.block_krylov import block_krylov
+from hooked_bilinear.tensor.block_krylov import block_krylov, default_vector_tol
 from hooked_bilinear.tensor.eigen import Eigen, Spectra, dense_eigh, sort_by_magnitude
 
 if TYPE_CHECKING:
@@ -106,6 +106,7 @@ class SpectralMethods:
         augmented: bool = False,
         tol: float | None = None,
         seed: int = 0,
+        vector_tol: float | None = None,
     ) -> Eigen:
         """Eigenpairs of Q_u sorted by |λ| descending: u·B(x,x) = Σ_i λ_i (v_i·x)².
 
@@ -117,8 +118,10 @@ class SpectralMethods:
                 copies of a repeated eigenvalue; see ``block_krylov``); "lanczos" is an alias of
                 "block"; "auto" picks "block" for k ≤ d/16 and d > 1024, else "dense".
             augmented: decompose the [d+1, d+1] bias-augmented Q'_u (vectors act on x' = [x, 1]).
-            tol: block residual tolerance relative to max|λ| (default 1e-4 fp32, 1e-10 fp64).
+            tol: block eigenvalue error tolerance relative to max|λ| (default 1e-5 fp32, 1e-12 fp64).
             seed: block start seed.
+            vector_tol: block residual tolerance ‖Qv − λv‖ / max|λ| of the vectors (default 1e-4
+                fp32, 1e-10 fp64).
         """
         if method not in _METHODS:
             raise ValueError(f"method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}")
@@ -140,7 +143,9 @@ class SpectralMethods:
             values, vectors = dense_eigh(Q, k)
             frob = Q.square().sum()
             return Eigen(values, vectors, u, complete=k is None or k == d, frob_sq_fn=lambda: frob, quad=quad)
-        values, vectors, ok = block_krylov(block_apply_coeffs(L, R, D[None]), 1, d, k or d, L, tol=tol, seed=seed)
+        vtol = default_vector_tol(L.dtype) if vector_tol is None else vector_tol
+        values, vectors, ok = block_krylov(block_apply_coeffs(L, R, D[None]), 1, d, k or d, L, tol=tol,
+                                           vector_tol=vtol, seed=seed)
         if not bool(ok.all()):
             import warnings
 
@@ -161,6 +166,7 @@ class SpectralMethods:
         method: Literal["auto", "dense", "block"] = "auto",
         tol: float | None = None,
         seed: int = 0,
+        vector_tol: float | None = None,
     ) -> Spectra:
         """Spectra of Q_u for many output directions at once (rows of U), each sorted by |λ|.
 
@@ -174,14 +180,17 @@ class SpectralMethods:
         Args:
             U: [n, d_out] output directions.
             vectors: also return eigenvectors, [n, d, d] or [n, d, k] (guarded by ``max_bytes``).
-            chunk_size: directions per batch (default: about 128 MiB of Q, or 64 for "block").
+            chunk_size: directions per batch (default: about 128 MiB of Q, or 640 rows per product for
+                "block": 320 directions at block 2).
             progress: show a progress bar over the directions.
             top: keep the k largest |λ| per direction (None: all d).
             method: with ``top``: "dense", "block", or "auto" ("block" for d ≥ 1024 and k ≤ d/16, where
                 bench/realsize.py measured it faster than dense).
-            tol: block residual tolerance relative to max|λ| (default 1e-4 fp32, 1e-10 fp64);
-                every value returned is then within tol·max|λ| of an eigenvalue.
+            tol: block eigenvalue error tolerance relative to max|λ| (default 1e-5 fp32, 1e-12 fp64):
+                the solver stops when every error bound min(‖r‖, ‖r‖²/gap) is below tol·max|λ|.
             seed: block start seed (results are deterministic given it).
+            vector_tol: with ``vectors=True``, also stop only once every residual ‖Qv − λv‖ is below
+                vector_tol·max|λ| (default 1e-4 fp32, 1e-10 fp64; values alone need fewer products).
 
         Returns:
             ``Spectra`` with values [n, k], vectors [n, d, k] or None, and ``converged`` [n].
@@ -197,7 +206,7 @@ class SpectralMethods:
         if vectors:
             size_guard("the eigenvectors of all Q_u", (k, d, kept), self.W_l.dtype, max_bytes)
         if top is not None and (method == "block" or (method == "auto" and d >= 1024 and top <= d // 16)):
-            return block_spectra(self, U, D, top, vectors, chunk_size, progress, tol, seed)
+            return block_spectra(self, U, D, top, vectors, chunk_size, progress, tol, seed, vector_tol)
         chunk = max(1, min(k, chunk_size or auto_chunk(d * d, self.W_l.dtype, 2**27)))
         values = self.W_l.new_empty(k, kept)
         vecs = self.W_l.new_empty(k, d, kept) if vectors else None
