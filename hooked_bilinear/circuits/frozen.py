@@ -76,6 +76,11 @@ def _norm_params(norm, d_model: int, dtype, device) -> tuple[Tensor, Tensor]:
     return (ones if w is None else w.to(dtype)), (zeros if b is None else b.to(dtype))
 
 
+def _centers(norm) -> bool:
+    """Whether `norm` (a block's ln1/ln2, ln_final, or None) subtracts the mean: LN and LNPre do."""
+    return bool(getattr(norm, "center", False))
+
+
 def _center_rows(W: Tensor, center: bool) -> Tensor:
     """C W with C = I - 11ᵀ/d acting on the d_model axis (-2)."""
     return W - W.mean(dim=-2, keepdim=True) if center else W
@@ -100,7 +105,7 @@ def fold_weights(model, dtype: Optional[torch.dtype] = None) -> Folded:
         b_V = cast(attn.b_V) + torch.einsum("d,hde->he", b1, W_V)
         W_O = cast(attn.W_O)
         layer = FoldedLayer(
-            W_V=_center_rows(W_V * w1[None, :, None], center),
+            W_V=_center_rows(W_V * w1[None, :, None], _centers(block.ln1)),
             W_O=W_O,
             b_O=cast(attn.b_O) + torch.einsum("he,hed->d", b_V, W_O),
         )
@@ -108,7 +113,7 @@ def fold_weights(model, dtype: Optional[torch.dtype] = None) -> Folded:
             mlp = block.mlp
             w2, b2 = _norm_params(block.ln2, d, dtype, dev)
             W_l, W_r = cast(mlp.W_l), cast(mlp.W_r)
-            layer.W_lr = _center_rows(torch.cat([W_l, W_r], dim=1) * w2[:, None], center)
+            layer.W_lr = _center_rows(torch.cat([W_l, W_r], dim=1) * w2[:, None], _centers(block.ln2))
             layer.b_l = cast(mlp.b_l) + b2 @ W_l
             layer.b_r = cast(mlp.b_r) + b2 @ W_r
             layer.W_out = cast(mlp.W_out)
@@ -120,7 +125,7 @@ def fold_weights(model, dtype: Optional[torch.dtype] = None) -> Folded:
         W_E=cast(model.W_E),
         W_pos=cast(model.pos_embed.W_pos) if model.pos_embed is not None else None,
         layers=layers,
-        W_U=_center_rows(W_U * wf[:, None], center),
+        W_U=_center_rows(W_U * wf[:, None], _centers(model.ln_final)),
         b_U=cast(model.b_U) + bf @ W_U,
         center=center,
     )

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from hooked_bilinear.circuits.frozen import FrozenRun, _center_rows, _norm_params
+from hooked_bilinear.circuits.frozen import FrozenRun, _center_rows, _centers, _norm_params
 from hooked_bilinear.circuits.qk import rotate
 from hooked_bilinear.circuits.target import Readout
 from hooked_bilinear.circuits.unfrozen_nodes import HEAD_SLOTS, UNode, UNodeTable
@@ -42,7 +42,7 @@ class UnfrozenEngine:
         one_attn, bO = [], []
         for block in model.blocks:
             w, b = _norm_params(block.ln1, cfg.d_model, dtype, dev)
-            center = cfg.normalization_type in ("LN", "LNPre")
+            center = _centers(block.ln1)
             slots = {}
             for slot, name in SLOT_WEIGHTS.items():
                 W = getattr(block.attn, f"W_{name}").detach().to(dtype)

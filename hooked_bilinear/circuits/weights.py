@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from hooked_bilinear._tl import FactoredMatrix
-from hooked_bilinear.circuits.frozen import Folded, _center_rows, _norm_params, fold_weights
+from hooked_bilinear.circuits.frozen import Folded, _center_rows, _centers, _norm_params, fold_weights
 from hooked_bilinear.circuits.token_pairs import TokenPairTensor
 from hooked_bilinear.components.attention import rotate_half
 from hooked_bilinear.errors import InputError, NotBilinearError
@@ -88,7 +88,7 @@ def qk_circuit(model, layer: int, head: Optional[int] = None, offset: int = 0) -
     l = _layer(model, layer)
     attn, cfg = model.blocks[l].attn, model.cfg
     w1, _ = _norm_params(model.blocks[l].ln1, cfg.d_model, attn.W_Q.dtype, attn.W_Q.device)
-    center = cfg.normalization_type in ("LN", "LNPre")
+    center = _centers(model.blocks[l].ln1)
     W_Q = _center_rows(attn.W_Q * w1[None, :, None], center)
     W_K = _center_rows(attn.W_K * w1[None, :, None], center)
     R = rotary_matrix(model, l, offset)
