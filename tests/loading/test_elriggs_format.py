@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from hooked_bilinear import Target
+from hooked_bilinear import HookedBilinearTransformer, Target
 from hooked_bilinear.errors import CheckpointError
 from hooked_bilinear.loading import load_bilinear_attention
 
@@ -123,11 +123,16 @@ def test_layout_matches_its_reference(tmp_path, norm_type, bias):
         assert torch.allclose(model64(TOKENS), reference(states[10], TOKENS, cfg), rtol=1e-10, atol=1e-11)
 
 
-def test_loaded_model_expands_exactly(tmp_path):
-    write_repo(tmp_path, steps=(10,))
-    model = load_bilinear_attention(tmp_path, dtype=torch.float64)
+def test_loaded_model_expands_exactly_and_round_trips(tmp_path):
+    write_repo(tmp_path / "repo", steps=(10,))
+    model = load_bilinear_attention(tmp_path / "repo", dtype=torch.float64)
     paths = model.decompose(TOKENS[:1], level=2, target=Target.logit(4))
     assert paths.check().max_rel_err < 1e-10  # Σ terms against the real forward pass
+    model.save_pretrained(str(tmp_path / "native"))  # our own format keeps final_norm_only
+    again = HookedBilinearTransformer.from_pretrained(str(tmp_path / "native"))
+    assert again.cfg.final_norm_only and all(b.ln1 is None for b in again.blocks)
+    with torch.no_grad():
+        assert torch.allclose(again(TOKENS), model(TOKENS), rtol=1e-12, atol=1e-12)
 
 
 def test_step_selection_untrained_batchnorm_and_hf_cache(tmp_path):
