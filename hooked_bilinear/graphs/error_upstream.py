@@ -68,7 +68,7 @@ def error_upstream(graph, error_id: str, row_id: str):
     I, V = torch.cat([i for i, _ in keep]).numpy(), torch.cat([v for _, v in keep]).double().cpu().numpy()
     nz = V != 0
     dec = num.decode(I[nz])
-    sid = string_ids(dec["kind"], dec["layer"], dec["pos"], dec["index"], pr.tokens.cpu().numpy())
+    sid, _ = string_ids(dec, pr.tokens.cpu().numpy())
     frame = pd.DataFrame({"source": sid, "kind": KIND_NAMES[dec["kind"]], "weight": V[nz]})
     frame = frame.reindex(frame["weight"].abs().sort_values(ascending=False).index).reset_index(drop=True)
     return frame, float(g @ F.err[p])
