@@ -162,7 +162,9 @@ def test_layer1_pattern_row_edges_from_layer0_equal_autograd():
         assert got == pytest.approx(want, abs=1e-10)
 
 
-def test_head_loadings_split_constant_edges_with_value_biases():
+def test_head_loadings_split_constant_edges_with_value_biases(tmp_path):
+    from hooked_bilinear.graphs import AttributionGraph
+
     model = bv_model(2, "Scale", "rotary", seed=7)
     toks = tokens(1, 6, seed=8)[0]
     g = attribute(model, toks, targets=[4], max_nodes=30, edges_per_node=10_000)
@@ -171,6 +173,11 @@ def test_head_loadings_split_constant_edges_with_value_biases():
     assert len(s) > 0 and (s["total"] - s["w"]).abs().max() < 1e-10
     consts = [src for src in s.index.get_level_values(0) if src.startswith("C_0_")]
     assert consts  # block 0's constants at earlier positions, value-bias write included, reach the logit via block 1
+    # a loaded graph re-freezes with the model and keeps the value-bias terms
+    h = AttributionGraph.load(g.save(tmp_path / "g.safetensors"))
+    h._model = model
+    again = h.head_loadings(g.targets["node_id"].iloc[0])
+    assert (again["loading"] - hl["loading"]).abs().max() < 1e-12
 
 
 def test_error_upstream_and_sae_rows_with_value_biases():
