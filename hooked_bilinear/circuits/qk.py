@@ -48,7 +48,7 @@ def check_softmax(model) -> None:
 
 def folded_qk(model, spec: ScoreSpec, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(W_Q'', b_Q'', W_K'', b_K'') of head (layer, head): ln1 weight, bias and centering folded in."""
-    from hooked_bilinear.circuits.frozen import _center_rows, _norm_params
+    from hooked_bilinear.circuits.frozen import _fold_rows, _norm_params
 
     block = model.blocks[spec.layer]
     attn, d = block.attn, model.cfg.d_model
@@ -57,7 +57,7 @@ def folded_qk(model, spec: ScoreSpec, dtype: torch.dtype) -> tuple[Tensor, Tenso
     out = []
     for W, bias in ((attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K)):
         W = W[spec.head].detach().to(dtype)
-        out += [_center_rows(W * w[:, None], center), bias[spec.head].detach().to(dtype) + b @ W]
+        out += [_fold_rows(W, w, center), bias[spec.head].detach().to(dtype) + b @ W]
     return tuple(out)
 
 

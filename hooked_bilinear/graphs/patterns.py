@@ -26,7 +26,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from hooked_bilinear.circuits.frozen import Folded, _center_rows, _norm_params
+from hooked_bilinear.circuits.frozen import Folded, _fold_rows, _norm_params
 
 SLOTS = ("Q1", "K1", "Q2", "K2")
 
@@ -103,7 +103,7 @@ def qk_views(model, folded, x_pre: list[Tensor], s1: list[Tensor]) -> list[QKVie
         W, b, rot = {}, {}, {}
         for name in SLOTS:
             Wr = getattr(attn, f"W_{name}").detach().to(dtype)
-            W[name] = _center_rows(Wr * w1[None, :, None], center)
+            W[name] = _fold_rows(Wr, w1, center)
             b[name] = getattr(attn, f"b_{name}").detach().to(dtype) + torch.einsum("d,hde->he", b1, Wr)
             rot[name] = _rope(torch.einsum("nd,hde->hne", y, W[name]) + b[name][:, None], cos, sin)
         values = torch.einsum("nd,hde->hne", y, folded.layers[l].W_V)

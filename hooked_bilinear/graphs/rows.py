@@ -103,9 +103,8 @@ def prompt_run(run: FrozenRun, b: int, basis: Optional[dict] = None, model=None)
             v = v + beta[l][:, None]
         heads = torch.einsum("hne,hed->nd", run.patterns[l][b] @ v, L.W_O)
         mid = x + heads + L.b_O
-        lr = (mid / run.scale2[l][b]) @ L.W_lr
-        m = L.d_mlp
-        left, right = lr[:, :m] + L.b_l, lr[:, m:] + L.b_r
+        y = mid / run.scale2[l][b]
+        left, right = y @ L.W_l + L.b_l, y @ L.W_r + L.b_r
         a_s.append(left), b_s.append(right), h_s.append(left * right)
         real.append(run.extra[f"blocks.{l}.mlp.hook_post"][b])
     feats = {}
@@ -132,9 +131,8 @@ def neuron_encoders(pr: PromptRun, layer: int, pos: Tensor, idx: Tensor) -> tupl
     e = ½ (b_k W_l''[:, k] + a_k W_r''[:, k]) / σ2[p];   own bias edge = ½ (b_l'_k b_k + a_k b_r'_k).
     """
     L = pr.folded.layers[layer]
-    m = L.d_mlp
     a, b = pr.a[layer][pos, idx], pr.b[layer][pos, idx]
-    W_l, W_r = L.W_lr[:, idx].T, L.W_lr[:, m + idx].T  # [R, d]
+    W_l, W_r = L.W_l[:, idx].T, L.W_r[:, idx].T  # [R, d]
     enc = 0.5 * (b[:, None] * W_l + a[:, None] * W_r) / pr.s2[layer][pos]
     own = 0.5 * (L.b_l[idx] * b + a * L.b_r[idx])
     return enc, own
@@ -143,10 +141,9 @@ def neuron_encoders(pr: PromptRun, layer: int, pos: Tensor, idx: Tensor) -> tupl
 def feature_encoders(pr: PromptRun, layer: int, pos: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     """Encoders [R, d] and own constants [R] of SAE features (layer, pos[r], idx[r]): Σ_k w_fk × neuron k's."""
     L, F = pr.folded.layers[layer], pr.features[layer]
-    m = L.d_mlp
     wf = F.w[:, idx].T                                       # [R, m]
     a, b = pr.a[layer][pos], pr.b[layer][pos]                # [R, m]
-    enc = 0.5 * ((wf * b) @ L.W_lr[:, :m].T + (wf * a) @ L.W_lr[:, m:].T) / pr.s2[layer][pos]
+    enc = 0.5 * ((wf * b) @ L.W_l.T + (wf * a) @ L.W_r.T) / pr.s2[layer][pos]
     own = (wf * 0.5 * (L.b_l * b + a * L.b_r)).sum(-1) + F.c[idx]
     return enc, own
 
