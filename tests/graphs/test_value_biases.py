@@ -18,8 +18,8 @@ from tests.circuits._models import make_model, tokens
 
 
 def bv_model(n_layers=2, norm=None, pos="standard", dtype=torch.float64, seed=0):
-    # scale 0.3 keeps the degree-2^L polynomial of a linear-norm model O(1)
-    model = make_model(n_layers, norm, pos, attention="bilinear", dtype=dtype, seed=seed, scale=0.3 if norm in (None, "Scale") else None)
+    scale = 0.3 if norm in (None, "Scale") else None  # keeps the degree-2^L polynomial of a linear-norm model O(1)
+    model = make_model(n_layers, norm, pos, attention="bilinear", dtype=dtype, seed=seed, scale=scale)
     for block in model.blocks:
         assert bool((block.attn.b_V != 0).all())
         if norm == "LN":
@@ -73,23 +73,18 @@ def test_attention_only_model_with_value_biases():
     _assert_rows_are_real(g, model, toks, 1e-10)
 
 
-def _fixed(cache, leaf_hook, saved):
-    """Hooks freezing every cached pattern but the one made a leaf (saved[name])."""
+def _leaf(saved):
+    """A hook that makes its activation a leaf (fixed at its value, with a gradient): saved[hook name]."""
     def leaf(x, hook):
         saved[hook.name] = x.detach().requires_grad_(True)
         return saved[hook.name]
 
-    hooks = [(k, (lambda v: lambda x, hook: v)(v.detach())) for k, v in cache.items() if k != leaf_hook]
-    return hooks + ([(leaf_hook, leaf)] if leaf_hook else [])
+    return leaf
 
 
-def _leaf_out(saved):
-    """blocks.0.hook_mlp_out as a leaf (b_out has no grad of its own when mlp_bias=False)."""
-    def leaf(x, hook):
-        saved[hook.name] = x.detach().requires_grad_(True)
-        return saved[hook.name]
-
-    return ("blocks.0.hook_mlp_out", leaf)
+# MLPs are nodes: block 0's MLP output is a leaf (b_out has no grad of its own when mlp_bias=False)
+CUT = ("blocks.0.mlp.hook_post", lambda x, hook: x.detach())
+A0, OUT0 = "blocks.0.attn.hook_pattern", "blocks.0.hook_mlp_out"
 
 
 @pytest.mark.parametrize("pos", ["standard", "rotary"])
@@ -100,24 +95,22 @@ def test_pattern_and_constant_edges_into_a_logit_equal_autograd(pos):
     g = attribute(model, toks, targets=[t], max_nodes=300, edges_per_node=10_000)
     w = {(s, r): v for s, r, v in g.edges[["source", "target", "weight"]].itertuples(index=False)}
     logit_id = g.targets["node_id"].iloc[0]
-    with torch.no_grad():
-        _, cache = model.run_with_cache(toks[None], names_filter=lambda k: k.endswith("hook_pattern"))
-    cut = ("blocks.0.mlp.hook_post", lambda x, hook: x.detach())  # MLPs are nodes
     saved = {}
     attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
-    with torch.enable_grad(), model.hooks(fwd_hooks=_fixed(cache, "blocks.0.attn.hook_pattern", saved) + [cut, _leaf_out(saved)]):
+    with torch.enable_grad(), model.hooks(fwd_hooks=[(A0, _leaf(saved)), CUT, (OUT0, _leaf(saved))]):
         logit = model(toks[None])[0, -1, t]
-        A = saved["blocks.0.attn.hook_pattern"]
-        gA, gbO, gbV, gout = torch.autograd.grad(logit, [A, attn.b_O, attn.b_V, saved["blocks.0.hook_mlp_out"]])
+        A = saved[A0]
+        gA, gbO, gbV, gout = torch.autograd.grad(logit, [A, attn.b_O, attn.b_V, saved[OUT0]])
     gbout = gout[0].sum(0)  # b_out is written at every position: ∂/∂b_out = Σ_p ∂/∂mlp_out[p]
     e_pat = (0.5 * A * gA)[0].detach()
     assert float(e_pat.abs().max()) > 1e-5  # far above the tolerance
     for h in range(model.cfg.n_heads):
         for q in range(n):
-            assert w.get((f"A_0_{h}_{n - 1}_{q}", logit_id), 0.0) == pytest.approx(float(e_pat[h, n - 1, q]), abs=1e-10)
+            got = w.get((f"A_0_{h}_{n - 1}_{q}", logit_id), 0.0)
+            assert got == pytest.approx(float(e_pat[h, n - 1, q]), abs=1e-10)
     half_bV = 0.5 * float((gbV * attn.b_V.detach()).sum())
     assert abs(half_bV) > 1e-5  # the value-bias term matters (tolerance 1e-10)
-    want = float((gbO * attn.b_O).sum() + (gbout * mlp.b_out).sum()) + half_bV
+    want = float((gbO * attn.b_O.detach()).sum() + (gbout * mlp.b_out).sum()) + half_bV
     assert w.get((f"C_0_{n - 1}", logit_id), 0.0) == pytest.approx(want, abs=1e-10)
     for q in range(n - 1):  # constants at other positions do not reach the last one in one block
         assert w.get((f"C_0_{q}", logit_id), 0.0) == 0.0
@@ -133,7 +126,6 @@ def test_layer1_pattern_row_edges_from_layer0_equal_autograd():
     assert len(rows) >= 3
     with torch.no_grad():
         _, cache = model.run_with_cache(toks[None], names_filter=lambda k: k.endswith("hook_pattern"))
-    cut = ("blocks.0.mlp.hook_post", lambda x, hook: x.detach())
     attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
     for r in rows.head(4).itertuples():
         saved, kept = {}, {}
@@ -142,22 +134,22 @@ def test_layer1_pattern_row_edges_from_layer0_equal_autograd():
             kept["A1"] = x
             return x
 
-        with torch.enable_grad(), model.hooks(fwd_hooks=_fixed({"blocks.0.attn.hook_pattern": cache["blocks.0.attn.hook_pattern"]},
-                                                               "blocks.0.attn.hook_pattern", saved)
-                                              + [cut, _leaf_out(saved), ("blocks.1.attn.hook_pattern", keep)]):
+        hooks = [(A0, _leaf(saved)), CUT, (OUT0, _leaf(saved)), ("blocks.1.attn.hook_pattern", keep)]
+        with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
             model(toks[None])
-            A0 = saved["blocks.0.attn.hook_pattern"]
             a1 = kept["A1"][0, r.head, r.pos, r.key_pos]
-            gA, gbO, gbV, gout = torch.autograd.grad(a1, [A0, attn.b_O, attn.b_V, saved["blocks.0.hook_mlp_out"]])
+            gA, gbO, gbV, gout = torch.autograd.grad(a1, [saved[A0], attn.b_O, attn.b_V, saved[OUT0]])
         gbout = gout[0].sum(0)
-        assert float(a1) == pytest.approx(float(cache["blocks.1.attn.hook_pattern"][0, r.head, r.pos, r.key_pos]), abs=1e-12)
-        e = (0.125 * A0 * gA)[0].detach()  # ¼ (degree 4) of the pattern node's half of its head term
+        real = float(cache["blocks.1.attn.hook_pattern"][0, r.head, r.pos, r.key_pos])
+        assert float(a1.detach()) == pytest.approx(real, abs=1e-12)
+        e = (0.125 * saved[A0] * gA)[0].detach()  # ¼ (degree 4) of the pattern node's half of its head term
         for h in range(model.cfg.n_heads):
             for p in range(n):
                 for q in range(p + 1):
                     got = w.get((f"A_0_{h}_{p}_{q}", r.node_id), 0.0)
                     assert got == pytest.approx(float(e[h, p, q]), abs=1e-10)
-        want = 0.25 * float((gbO * attn.b_O).sum() + (gbout * mlp.b_out).sum() + 0.5 * (gbV * attn.b_V).sum())
+        consts = (gbO * attn.b_O.detach()).sum() + (gbout * mlp.b_out).sum() + 0.5 * (gbV * attn.b_V.detach()).sum()
+        want = 0.25 * float(consts)  # ¼: degree 4; the value bias' write at half (the value path's share)
         got = sum(w.get((f"C_0_{q}", r.node_id), 0.0) for q in range(n))
         assert got == pytest.approx(want, abs=1e-10)
 
