@@ -28,7 +28,10 @@ def _write(graph, pr: PromptRun, src) -> tuple[torch.Tensor, int]:
         return f.W_pos[q], 0
     if kind == "constant":
         L = f.layers[l]
-        return L.b_O + (L.b_out if L.has_mlp else 0), l + 1
+        c = L.b_O + (L.b_out if L.has_mlp else 0)
+        if pr.qk:  # softmax-free attention: the value path's half of the value-bias write at q
+            c = c + 0.5 * torch.einsum("h,he,hed->d", pr.patterns[l][:, q].sum(-1), pr.qk[l].b_V, L.W_O)
+        return c, l + 1
     if kind == "neuron":
         return pr.h[l][q, int(src["index"])] * f.layers[l].W_out[int(src["index"])], l + 1
     if kind == "feature":
