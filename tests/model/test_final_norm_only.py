@@ -71,3 +71,13 @@ def test_bad_settings_are_refused_and_change_nothing():
     with pytest.raises(ConfigError, match="final_norm_only cannot change on a built model"):
         model.cfg.final_norm_only = False
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("attention", ["bilinear", "softmax"])
+def test_attribution_graphs_stay_exact(attention):
+    from hooked_bilinear.graphs import attribute
+
+    model = _model(attention, attn_only=False)  # MLPs too: ln2 is absent as well
+    graph = attribute(model, TOKENS[0], targets=3, max_nodes=32)
+    check = graph.check()  # every row's incoming edges against its value in the real forward pass
+    assert check.max_rel_err < 1e-10, check
