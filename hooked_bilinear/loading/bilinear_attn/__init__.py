@@ -51,7 +51,8 @@ def _pick_checkpoint(folder: Path, step: Optional[int]) -> Path:
     steps = {int(m.group(1)): p for p in folder.glob("checkpoints/step_*.pt") if (m := _STEP.search(p.name))}
     if step is not None:
         if step not in steps:
-            raise CheckpointError(f"{folder}: no checkpoints/step_{step:05d}.pt; steps found: {sorted(steps)[:10]}")
+            raise CheckpointError(f"{folder}: no checkpoint of step {step} in checkpoints/ (step_N.pt, any zero "
+                                  f"padding); steps found: {sorted(steps)[:10]}")
         return steps[step]
     if steps:
         return steps[max(steps)]
