@@ -57,7 +57,7 @@ def test_looser_tol_needs_fewer_products_and_values_stop_before_vectors():
     for name, kw in {"1e-3": {"tol": 1e-3}, "1e-10": {"tol": 1e-10},
                      "vectors": {"tol": 1e-10, "vector_tol": 1e-10}}.items():
         apply, rows = counted(bt, U)
-        block_krylov(apply, U.shape[0], bt.d_in, 6, bt.W_l, **kw)
+        block_krylov(apply, U.shape[0], bt.d_in, 6, bt.W_l, block=2, **kw)
         counts[name] = rows[0]
     assert counts["1e-3"] < counts["1e-10"] < counts["vectors"], counts
 
@@ -162,3 +162,9 @@ def test_default_block_is_exact_through_spectra_and_deterministic():
     assert torch.equal(a.values, b.values)
     for i, s in enumerate((1.0, -1.0, 0.5)):
         check_pairs(a.values[i], a.vectors[i], s * Q, 8, 1e-10)
+
+
+def test_default_block_fills_gemms():
+    """Block 2 once n·2 rows fill a product; a single operator (eig) gets k + 2 rows, capped at 128 per product."""
+    assert bk.default_block(8, 320) == 2 and bk.default_block(8, 64) == 2
+    assert bk.default_block(8, 16) == 8 and bk.default_block(32, 1) == 34 and bk.default_block(200, 1) == 128
