@@ -77,7 +77,7 @@ def count_products(bt, U: torch.Tensor, **kw) -> float:
 
 def spectra_rows(bt, U: torch.Tensor, n_dense: int = 4, reps: int = 2) -> list[dict]:
     """The spectra rows on layer ``bt`` and directions U (the block solves U; dense the first n_dense)."""
-    n = U.shape[0]
+    n, d, m = U.shape[0], bt.d_in, bt.d_mlp
     fns = {
         "dense eigh": lambda: bt.spectra(U[:n_dense], vectors=True),
         "block vectors": lambda: bt.spectra(U, top=K, method="block", vectors=True, tol=TOL),
@@ -105,8 +105,8 @@ def spectra_rows(bt, U: torch.Tensor, n_dense: int = 4, reps: int = 2) -> list[d
                      "baseline_s": med[dense], "ratio": speed, "target": f">= {TARGETS['spectra']:g}x faster",
                      "met": speed >= TARGETS["spectra"],
                      "note": f"{med[f'block {what}'] * 1e3:.0f} vs {med[dense] * 1e3:.0f} ms a direction; {prods:.0f} "
-                             f"products a direction ({prods * 8 * D * H / 1e9:.1f} GFLOP; forming Q_u alone: "
-                             f"{2 * D * D * H / 1e9:.1f}); top-8 |λ| max rel. error {err:.1e} vs float64 dense "
+                             f"products a direction ({prods * 8 * d * m / 1e9:.1f} GFLOP; forming Q_u alone: "
+                             f"{2 * d * d * m / 1e9:.1f}); top-8 |λ| max rel. error {err:.1e} vs float64 dense "
                              f"({n_dense} directions); converged {bool(sp.converged.all())}"})
         rows.append({"bench": "realsize", "case": f"spectra(top=8, block, {what}): top-8 |λ| vs float64 dense",
                      "median_s": None, "ratio": err, "target": f"<= {TARGETS['accuracy']:g}",
