@@ -190,4 +190,8 @@ def block_krylov(
             if step + 1 == steps or p + b > min(p_max, d):
                 break
             W = orthonormal_block(AV[:, p - r : p], V[:, :p], gen)
+    else:  # out of iterations: the best Ritz pairs of the final basis (``converged`` stays False)
+        T = V[:, :p] @ AV[:, :p].mT
+        th, S = sort_by_magnitude(*torch.linalg.eigh(0.5 * (T + T.mT)))
+        values[active], vectors[active] = th[:, :k], S[:, :, :k].mT @ V[:, :p]
     return values, vectors.mT, converged

@@ -168,3 +168,13 @@ def test_default_block_fills_gemms():
     """Block 2 once n·2 rows fill a product; a single operator (eig) gets k + 2 rows, capped at 128 per product."""
     assert bk.default_block(8, 320) == 2 and bk.default_block(8, 64) == 2
     assert bk.default_block(8, 16) == 8 and bk.default_block(32, 1) == 34 and bk.default_block(200, 1) == 128
+
+
+def test_out_of_iterations_returns_the_best_ritz_pairs():
+    bt, U, ref = random_case(n=3)
+    apply = block_apply_coeffs(bt.W_l, bt.W_r, bt.neuron_coeffs(U))
+    v, V, ok = block_krylov(apply, 3, bt.d_in, 4, bt.W_l, block=2, max_iters=3, tol=1e-14)
+    assert not bool(ok.any())
+    # Ritz values of a subspace lie inside the spectrum and are not the zeros the buffers start from
+    assert bool((v.abs() > 0).all()) and bool((v.abs() <= ref[:, :1].abs() * (1 + 1e-12)).all())
+    assert torch.allclose(V.mT @ V, torch.eye(4, dtype=V.dtype).expand(3, 4, 4), atol=1e-10)
