@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from _common import machine  # noqa: E402
 
-MODULES = ["forward", "tl_bridge", "memory", "tensor", "circuits", "loading", "scaling", "graphs", "attention",
+MODULES = ["forward", "allocator", "tl_bridge", "memory", "tensor", "circuits", "loading", "scaling", "graphs", "attention",
            "realsize", "startup", "generate"]
 _TARGET = re.compile(r"^\s*(<=|<|>=|>)\s*([0-9]*\.?[0-9]+)")
 
