@@ -36,6 +36,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _checkpoints import dooms_lm_tensors  # noqa: E402
 from _common import machine, print_table, ratio_stats, time_interleaved  # noqa: E402
 
 from hooked_bilinear.loading import load_pretrained  # noqa: E402
@@ -55,20 +56,7 @@ def _save(folder: Path, config: dict, tensors: dict) -> Path:
 
 
 def _lm_tensors(down: str, norms: bool) -> dict:
-    g = torch.Generator().manual_seed(0)
-    t = {"transformer.wte.weight": torch.randn(VOCAB, D, generator=g), "lm_head.weight": torch.randn(VOCAB, D, generator=g)}
-    for i in range(L):
-        p = f"transformer.h.{i}"
-        t[f"{p}.attn.qkv.weight"] = torch.randn(3 * D, D, generator=g) * D**-0.5
-        t[f"{p}.attn.o.weight"] = torch.randn(D, D, generator=g) * D**-0.5
-        t[f"{p}.attn.rotary.inv_freq"] = 1.0 / 10000 ** (torch.arange(0, D // HEADS, 2).float() / (D // HEADS))
-        t[f"{p}.mlp.w.weight"] = torch.randn(2 * H, D, generator=g) * D**-0.5
-        t[f"{p}.mlp.{down}.weight"] = torch.randn(D, H, generator=g) * H**-0.5
-        if norms:
-            t[f"{p}.n1.norm.weight"], t[f"{p}.n2.norm.weight"] = torch.ones(D), torch.ones(D)
-    if norms:
-        t["transformer.n_f.norm.weight"] = torch.ones(D)
-    return t
+    return dooms_lm_tensors(L, D, H, HEADS, VOCAB, down=down, norms=norms)
 
 
 def write_checkpoints(root: Path) -> dict[str, Path]:

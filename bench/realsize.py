@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _checkpoints import dooms_lm_tensors  # noqa: E402
 from _common import main, rss_kb, time_interleaved  # noqa: E402
 
 L, D, HEADS, H, CTX, VOCAB, T = 16, 1024, 16, 4096, 512, 32000, 128
@@ -45,16 +46,7 @@ def write_checkpoint(folder: Path) -> Path:
     cfg = {"n_layer": L, "n_head": HEADS, "d_model": D, "d_hidden": H, "n_ctx": CTX, "bilinear": True, "gate": None,
            "bias": False, "normalization": True, "tokenizer": "mistral"}
     (folder / "config.json").write_text(json.dumps(cfg))
-    g = torch.Generator().manual_seed(0)
-    t = {"transformer.wte.weight": torch.randn(VOCAB, D, generator=g),
-         "lm_head.weight": torch.randn(VOCAB, D, generator=g) * D**-0.5}
-    for i in range(L):
-        p = f"transformer.h.{i}"
-        t[f"{p}.attn.qkv.weight"] = torch.randn(3 * D, D, generator=g) * D**-0.5
-        t[f"{p}.attn.o.weight"] = torch.randn(D, D, generator=g) * D**-0.5
-        t[f"{p}.attn.rotary.inv_freq"] = 1.0 / 10000 ** (torch.arange(0, D // HEADS, 2).float() / (D // HEADS))
-        t[f"{p}.mlp.w.weight"] = torch.randn(2 * H, D, generator=g) * D**-0.5
-        t[f"{p}.mlp.p.weight"] = torch.randn(D, H, generator=g) * H**-0.5
+    t = dooms_lm_tensors(L, D, H, HEADS, VOCAB, head_scale=D**-0.5)
     save_file(t, str(folder / "model.safetensors"), metadata={"format": "pt"})
     return folder
 

@@ -31,7 +31,7 @@ STRUCTURAL = frozenset({
     "d_model", "d_head", "n_layers", "n_ctx", "n_heads", "d_mlp", "d_vocab", "n_key_value_heads", "num_experts",
     "experts_per_token", "eps", "normalization_type", "positional_embedding_type", "rotary_dim", "rotary_base",
     "attn_only", "gate", "gated_mlp", "act_fn", "uses_rms_norm", "final_rms", "use_split_qkv_input",
-    "layer_norm_folding", "attention",
+    "layer_norm_folding", "attention", "final_norm_only",
 })
 # What to call instead of setting the field.
 _SETTERS = {"use_split_qkv_input": "model.set_use_split_qkv_input(...)",
@@ -52,6 +52,8 @@ class HookedBilinearConfig(TransformerLensConfig):
         normalization_type: None, "LN", "LNPre" (no weights), "RMS", "RMSPre" (no weights) or "Scale"
             (a learnable per-channel scale `x * w`, linear: the norm of fully bilinear models).
         eps: added to the variance inside the norms.
+        final_norm_only: the blocks have no norms (no ln1/ln2) and `normalization_type` applies to
+            `ln_final` only (attention-only checkpoints with one LayerNorm before the unembedding).
         positional_embedding_type: "standard" (learned W_pos), "rotary" or "none".
         rotary_dim: dimensions of each head that are rotated (default: d_head).
         rotary_base: RoPE base.
@@ -81,6 +83,7 @@ class HookedBilinearConfig(TransformerLensConfig):
     gate: Optional[str] = None
     attn_scale: Optional[float] = None
     attention: str = "softmax"
+    final_norm_only: bool = False
     init_scheme: str = "gpt2"
     init_range: Optional[float] = None
     seed: Optional[int] = None
@@ -155,6 +158,11 @@ class HookedBilinearConfig(TransformerLensConfig):
             raise ConfigError(
                 f"normalization_type must be one of {NORMALIZATION_TYPES}, got {self.normalization_type!r}"
             )
+        if not isinstance(self.final_norm_only, bool):
+            raise ConfigError(f"final_norm_only must be True or False, got {self.final_norm_only!r}")
+        if self.final_norm_only and self.normalization_type is None:
+            raise ConfigError("final_norm_only=True needs a normalization_type for ln_final, got None "
+                              "(with no norm at all use final_norm_only=False)")
         if self.positional_embedding_type not in POSITIONAL_TYPES:
             raise ConfigError(
                 f"positional_embedding_type must be one of {POSITIONAL_TYPES}, "

@@ -93,9 +93,8 @@ class PathEngine:
     def project(self, l: int, X: Tensor, where: str) -> tuple[Tensor, Tensor]:
         """(X/σ2) W_l'', (X/σ2) W_r'' for a stack [k, b, n_where, d] (no biases)."""
         L = self.run.folded.layers[l]
-        lr = (X / self._at(self.run.scale2[l], where, 1)) @ L.W_lr
-        m = L.d_mlp
-        return lr[..., :m], lr[..., m:]
+        Y = X / self._at(self.run.scale2[l], where, 1)
+        return Y @ L.W_l, Y @ L.W_r
 
     def lr_of(self, node: Node, l: int, where: str) -> tuple[Tensor, Tensor]:
         """Left/right projections of one argument of MLP l, [b, n_where, d_mlp]; ONE gives (b_l', b_r') [1, 1, d_mlp]."""

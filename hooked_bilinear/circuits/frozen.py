@@ -31,7 +31,8 @@ class FoldedLayer:
     W_V: Float[Tensor, "n_heads d_model d_head"]
     W_O: Float[Tensor, "n_heads d_head d_model"]
     b_O: Float[Tensor, " d_model"]
-    W_lr: Optional[Float[Tensor, "d_model two_d_mlp"]] = None  # [W_l'' | W_r'']
+    W_l: Optional[Float[Tensor, "d_model d_mlp"]] = None  # W_l'' (the model's own tensor when nothing folds in)
+    W_r: Optional[Float[Tensor, "d_model d_mlp"]] = None
     b_l: Optional[Float[Tensor, " d_mlp"]] = None
     b_r: Optional[Float[Tensor, " d_mlp"]] = None
     W_out: Optional[Float[Tensor, "d_mlp d_model"]] = None
@@ -69,21 +70,31 @@ def check_bilinear(model) -> None:
         )
 
 
-def _norm_params(norm, d_model: int, dtype, device) -> tuple[Tensor, Tensor]:
-    ones, zeros = torch.ones(d_model, dtype=dtype, device=device), torch.zeros(d_model, dtype=dtype, device=device)
+def _norm_params(norm, d_model: int, dtype, device) -> tuple[Optional[Tensor], Tensor]:
+    """(weight or None for a weightless norm, bias or zeros) of a norm, in `dtype`."""
     w = getattr(norm, "w", None) if norm is not None else None
     b = getattr(norm, "b", None) if norm is not None else None
-    return (ones if w is None else w.to(dtype)), (zeros if b is None else b.to(dtype))
+    zeros = torch.zeros(d_model, dtype=dtype, device=device)
+    return (None if w is None else w.to(dtype)), (zeros if b is None else b.to(dtype))
 
 
-def _center_rows(W: Tensor, center: bool) -> Tensor:
-    """C W with C = I - 11ᵀ/d acting on the d_model axis (-2)."""
+def _centers(norm) -> bool:
+    """Whether `norm` (a block's ln1/ln2, ln_final, or None) subtracts the mean: LN and LNPre do."""
+    return bool(getattr(norm, "center", False))
+
+
+def _fold_rows(W: Tensor, w: Optional[Tensor], center: bool) -> Tensor:
+    """C diag(w) W on the d_model axis (-2), with C = I - 11ᵀ/d when `center`. With no norm weight and no
+    centering this is W itself, not a copy (a weightless RMS model folds without copying its matrices)."""
+    if w is not None:
+        W = W * w[:, None]
     return W - W.mean(dim=-2, keepdim=True) if center else W
 
 
 @torch.no_grad()
 def fold_weights(model, dtype: Optional[torch.dtype] = None) -> Folded:
-    """Fold norms and value biases on copies of the weights (the model is not touched)."""
+    """Fold norms and value biases into the reading weights (the model is not touched: a weight is copied only
+    where a norm weight, centering or a dtype change folds into it)."""
     cfg = model.cfg
     check_bilinear(model)
     check_dtype(dtype)
@@ -100,7 +111,7 @@ def fold_weights(model, dtype: Optional[torch.dtype] = None) -> Folded:
         b_V = cast(attn.b_V) + torch.einsum("d,hde->he", b1, W_V)
         W_O = cast(attn.W_O)
         layer = FoldedLayer(
-            W_V=_center_rows(W_V * w1[None, :, None], center),
+            W_V=_fold_rows(W_V, w1, _centers(block.ln1)),
             W_O=W_O,
             b_O=cast(attn.b_O) + torch.einsum("he,hed->d", b_V, W_O),
         )
@@ -108,7 +119,8 @@ def fold_weights(model, dtype: Optional[torch.dtype] = None) -> Folded:
             mlp = block.mlp
             w2, b2 = _norm_params(block.ln2, d, dtype, dev)
             W_l, W_r = cast(mlp.W_l), cast(mlp.W_r)
-            layer.W_lr = _center_rows(torch.cat([W_l, W_r], dim=1) * w2[:, None], center)
+            c2 = _centers(block.ln2)
+            layer.W_l, layer.W_r = _fold_rows(W_l, w2, c2), _fold_rows(W_r, w2, c2)
             layer.b_l = cast(mlp.b_l) + b2 @ W_l
             layer.b_r = cast(mlp.b_r) + b2 @ W_r
             layer.W_out = cast(mlp.W_out)
@@ -120,7 +132,7 @@ def fold_weights(model, dtype: Optional[torch.dtype] = None) -> Folded:
         W_E=cast(model.W_E),
         W_pos=cast(model.pos_embed.W_pos) if model.pos_embed is not None else None,
         layers=layers,
-        W_U=_center_rows(W_U * wf[:, None], center),
+        W_U=_fold_rows(W_U, wf, _centers(model.ln_final)),
         b_U=cast(model.b_U) + bf @ W_U,
         center=center,
     )

@@ -48,16 +48,16 @@ def check_softmax(model) -> None:
 
 def folded_qk(model, spec: ScoreSpec, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(W_Q'', b_Q'', W_K'', b_K'') of head (layer, head): ln1 weight, bias and centering folded in."""
-    from hooked_bilinear.circuits.frozen import _center_rows, _norm_params
+    from hooked_bilinear.circuits.frozen import _centers, _fold_rows, _norm_params
 
     block = model.blocks[spec.layer]
     attn, d = block.attn, model.cfg.d_model
     w, b = _norm_params(block.ln1, d, dtype, model.W_E.device)
-    center = model.cfg.normalization_type in ("LN", "LNPre")
+    center = _centers(block.ln1)
     out = []
     for W, bias in ((attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K)):
         W = W[spec.head].detach().to(dtype)
-        out += [_center_rows(W * w[:, None], center), bias[spec.head].detach().to(dtype) + b @ W]
+        out += [_fold_rows(W, w, center), bias[spec.head].detach().to(dtype) + b @ W]
     return tuple(out)
 
 

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from hooked_bilinear.circuits.frozen import FrozenRun, _center_rows, _norm_params
+from hooked_bilinear.circuits.frozen import FrozenRun, _centers, _fold_rows, _norm_params
 from hooked_bilinear.circuits.qk import rotate
 from hooked_bilinear.circuits.target import Readout
 from hooked_bilinear.circuits.unfrozen_nodes import HEAD_SLOTS, UNode, UNodeTable
@@ -42,12 +42,12 @@ class UnfrozenEngine:
         one_attn, bO = [], []
         for block in model.blocks:
             w, b = _norm_params(block.ln1, cfg.d_model, dtype, dev)
-            center = cfg.normalization_type in ("LN", "LNPre")
+            center = _centers(block.ln1)
             slots = {}
             for slot, name in SLOT_WEIGHTS.items():
                 W = getattr(block.attn, f"W_{name}").detach().to(dtype)
                 bias = getattr(block.attn, f"b_{name}").detach().to(dtype) + torch.einsum("d,hde->he", b, W)
-                slots[slot] = (_center_rows(W * w[None, :, None], center), bias)
+                slots[slot] = (_fold_rows(W, w, center), bias)
             self.attn.append((slots, block.attn.W_O.detach().to(dtype), block.attn.b_O.detach().to(dtype)))
             one_attn.append(any(bool((bb != 0).any()) for _, bb in slots.values()))
             bO.append(bool((block.attn.b_O != 0).any()))
@@ -103,12 +103,11 @@ class UnfrozenEngine:
         key = (node.id, l, None, side)
         if key not in self._proj:
             L = self.run.folded.layers[l]
-            m = L.d_mlp
             bias = L.b_l if side == 0 else L.b_r
             if node.kind == "one":
                 out = bias.expand(self.run.batch, self.run.n, -1)
             else:
-                W = L.W_lr[:, :m] if side == 0 else L.W_lr[:, m:]
+                W = L.W_l if side == 0 else L.W_r
                 out = self._slot_input(node, l, "mlp") @ W + (bias if node.kind == "R" else 0)
             self._proj[key] = out
         return self._proj[key]

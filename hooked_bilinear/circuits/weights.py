@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from hooked_bilinear._tl import FactoredMatrix
-from hooked_bilinear.circuits.frozen import Folded, _center_rows, _norm_params, fold_weights
+from hooked_bilinear.circuits.frozen import Folded, _centers, _fold_rows, _norm_params, fold_weights
 from hooked_bilinear.circuits.token_pairs import TokenPairTensor
 from hooked_bilinear.components.attention import rotate_half
 from hooked_bilinear.errors import InputError, NotBilinearError
@@ -88,9 +88,9 @@ def qk_circuit(model, layer: int, head: Optional[int] = None, offset: int = 0) -
     l = _layer(model, layer)
     attn, cfg = model.blocks[l].attn, model.cfg
     w1, _ = _norm_params(model.blocks[l].ln1, cfg.d_model, attn.W_Q.dtype, attn.W_Q.device)
-    center = cfg.normalization_type in ("LN", "LNPre")
-    W_Q = _center_rows(attn.W_Q * w1[None, :, None], center)
-    W_K = _center_rows(attn.W_K * w1[None, :, None], center)
+    center = _centers(model.blocks[l].ln1)
+    W_Q = _fold_rows(attn.W_Q, w1, center)
+    W_K = _fold_rows(attn.W_K, w1, center)
     R = rotary_matrix(model, l, offset)
     Q = torch.einsum("vd,hde,ef->hvf", model.W_E, W_Q, R)
     K = torch.einsum("vd,hde->hev", model.W_E, W_K)
@@ -136,8 +136,7 @@ def mlp_token_tensor(model, layer: int, left: Source = "embed", right: Optional[
         raise NotBilinearError("this model is attention-only: it has no bilinear MLP tensors")
     f, l = fold_weights(model), _layer(model, layer)
     L, H = f.layers[l], model.cfg.n_heads
-    m = L.d_mlp
-    W_l, W_r = L.W_lr[:, :m], L.W_lr[:, m:]
+    W_l, W_r = L.W_l, L.W_r
     E1, n1 = source_map(f, left, l, H)
     if right is None or right == left:
         return TokenBilinear.from_weights(E1, W_l, W_r, L.W_out, f.W_U)

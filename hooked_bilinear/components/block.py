@@ -26,13 +26,13 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.layer = layer
-        self.ln1 = make_norm(cfg)
+        self.ln1 = None if cfg.final_norm_only else make_norm(cfg)
         self.attn = BilinearAttention(cfg) if cfg.attention == "bilinear" else Attention(cfg)
         self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
         self.hook_attn_out = HookPoint()  # [batch, pos, d_model]
         self.hook_resid_mid = HookPoint()  # [batch, pos, d_model]
         if not cfg.attn_only:
-            self.ln2 = make_norm(cfg)
+            self.ln2 = None if cfg.final_norm_only else make_norm(cfg)
             self.mlp = BilinearMLP(cfg)
             self.hook_mlp_in = HookPoint()  # [batch, pos, d_model]
             self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]

@@ -45,21 +45,6 @@ def _auto_batch(batch_size: Optional[int], n: int, n_layers: int, d_mlp: int, d_
     return int(max(1, min(64, rows, _ROW_BLOCK_BYTES // per_row)))
 
 
-def _check_attention(model) -> None:
-    """Softmax-free (bilinear) attention: A becomes pattern nodes; the value path is exact only without
-    value biases (the rows of A do not sum to 1, so b_V cannot be folded into b_O)."""
-    if getattr(model.cfg, "attention", "softmax") != "bilinear":
-        return
-    for l, block in enumerate(model.blocks):
-        ln_b = getattr(block.ln1, "b", None) if block.ln1 is not None else None
-        for name, t in (("attn.b_V", getattr(block.attn, "b_V", None)), ("ln1.b", ln_b)):
-            if t is not None and bool((t != 0).any()):
-                raise InputError(
-                    f"attribution graphs of bilinear-attention models need zero value biases; blocks.{l}.{name} is "
-                    "non-zero and its write Σ_q A[p, q] b_V W_O is not handled yet. Use decompose(), "
-                    "which expands bilinear attention with nothing frozen")
-
-
 def _token_strings(model):
     tok = getattr(model, "tokenizer", None)
     if tok is None:
@@ -122,7 +107,6 @@ def attribute(
                           batch_size=batch_size, dtype=dtype, basis=basis, progress=progress)
                 for text in tokens_or_prompt]
     check_bilinear(model)
-    _check_attention(model)
     max_nodes = _positive_int("max_nodes", max_nodes)
     edges_per_node = _positive_int("edges_per_node", edges_per_node)
     batch_size = _positive_int("batch_size", batch_size, allow_none=True)

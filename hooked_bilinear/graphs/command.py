@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--slug", default=None, help="the graph's name in the viewer (default: model and input hash)")
     p.add_argument("--top", type=int, default=15, help="how many nodes to print")
     p.add_argument("--html", action="store_true", help="also write {slug}.html, the self-contained offline page")
+    p.add_argument("--why", type=int, default=0, metavar="K",
+                   help="say in each node's details which head carried its input from other positions, with the "
+                        "top K query×key pairs of that head's score (softmax models)")
     p.add_argument("--serve", action="store_true",
                    help="serve circuit-tracer's viewer over --out until Ctrl-C (needs the circuit-tracer wheel and "
                         "a browser that is online)")
@@ -47,11 +50,11 @@ def run(args: argparse.Namespace) -> None:
     print(top_nodes(graph, args.top).to_string(index=False))
 
     slug = args.slug or default_slug(model.cfg.model_name, tokens)
-    path = to_circuit_tracer(graph, args.out, slug)
+    path = to_circuit_tracer(graph, args.out, slug, why=args.why)
     listing = Path(args.out).resolve() / "graph-metadata.json"
     print(f"\nwrote circuit-tracer's graph files: {path.resolve()} and {listing}")
     if args.html:
-        page = to_html(graph, Path(args.out) / f"{slug}.html")
+        page = to_html(graph, Path(args.out) / f"{slug}.html", why=args.why)
         print(f"wrote the offline page: {page.resolve()}")
     if args.serve:
         try:

@@ -47,11 +47,10 @@ def error_upstream(graph, error_id: str, row_id: str):
     g = carry_back(pr, G, top, l)[p]
     F, L = pr.features[l], pr.folded.layers[l]
     active = F.act_real[p] != 0
-    m = L.d_mlp
     coef = F.dec[active] @ g                                   # [F_active]
     beta = L.W_out @ g - F.w[:, active] @ coef                 # [m]
     a, b = pr.a[l][p], pr.b[l][p]
-    e = 0.5 * ((beta * b) @ L.W_lr[:, :m].T + (beta * a) @ L.W_lr[:, m:].T) / pr.s2[l][p]
+    e = 0.5 * ((beta * b) @ L.W_l.T + (beta * a) @ L.W_r.T) / pr.s2[l][p]
     own = (beta * 0.5 * (L.b_l * b + a * L.b_r)).sum() + g @ L.b_out - coef @ F.c[active] - g @ F.bdec
     E = row_edges(pr, torch.tensor([l]), torch.tensor([p]), e[None], own[None])
     num = Numbering(pr.n, pr.n_layers, max(pr.width(k) for k in range(pr.n_layers)),
@@ -68,7 +67,7 @@ def error_upstream(graph, error_id: str, row_id: str):
     I, V = torch.cat([i for i, _ in keep]).numpy(), torch.cat([v for _, v in keep]).double().cpu().numpy()
     nz = V != 0
     dec = num.decode(I[nz])
-    sid = string_ids(dec["kind"], dec["layer"], dec["pos"], dec["index"], pr.tokens.cpu().numpy())
+    sid, _ = string_ids(dec, pr.tokens.cpu().numpy())
     frame = pd.DataFrame({"source": sid, "kind": KIND_NAMES[dec["kind"]], "weight": V[nz]})
     frame = frame.reindex(frame["weight"].abs().sort_values(ascending=False).index).reset_index(drop=True)
     return frame, float(g @ F.err[p])

@@ -53,7 +53,7 @@ ALWAYS_SHOWN = ("embedding", "logit")  # kept by pruning, never hidden by the vi
 
 def to_circuit_tracer(graph, out_dir: Union[str, Path], slug: str, *, scan: Optional[str] = None,
                       prune: Optional[bool] = None, node_threshold: float = 0.8,
-                      edge_threshold: float = 0.98) -> Path:
+                      edge_threshold: float = 0.98, why: int = 0) -> Path:
     """Write `graph` as `out_dir/{slug}.json` and add it to `out_dir/graph-metadata.json`.
 
     Like circuit-tracer's `create_graph_files`: the graph is pruned first (when it has a `prune`
@@ -69,6 +69,9 @@ def to_circuit_tracer(graph, out_dir: Union[str, Path], slug: str, *, scan: Opti
         prune: prune before writing; None prunes when the graph can and is not pruned yet.
         node_threshold: cumulative influence kept by pruning (also the viewer's slider maximum).
         edge_threshold: cumulative edge influence kept by pruning.
+        why: when > 0, each kept node's `clerp` (its text in the viewer's node details) also says which head
+            carried its input from other positions and, on a softmax model, the top `why` query × key source
+            pairs of that head's score (`hooked_bilinear.graphs.why`; costs a head split per kept node).
 
     Returns:
         The path of the written graph JSON.
@@ -96,6 +99,10 @@ def to_circuit_tracer(graph, out_dir: Union[str, Path], slug: str, *, scan: Opti
 
     cumulative = cumulative_influence(graph.nodes)
     drawn, threshold = _pruned(graph, prune, node_threshold, edge_threshold)
+    if why:
+        from hooked_bilinear.graphs.why import with_why
+
+        drawn = with_why(drawn, why)
     if cumulative is None:  # influence only known after pruning: relative to what is drawn, no slider
         cumulative, threshold = cumulative_influence(drawn.nodes), None
     model = circuit_tracer_model(drawn, slug, scan=scan, node_threshold=threshold, cumulative=cumulative)
@@ -217,6 +224,9 @@ def _node_record(row, n_layers: int, influence, next_free: list, out_pos: dict, 
             record.update(layer="E", feature_type="position embedding" if kind == "position" else "constant")
         elif kind == "pattern":  # softmax-free attention entry A[p, q]: drawn as a feature of its block
             record.update(feature_type=CT_FEATURE, clerp=f"{label} (bilinear attention pattern entry)")
+    why = getattr(row, "why", "")
+    if isinstance(why, str) and why:
+        record["clerp"] += f" | {why}"
     return record
 
 

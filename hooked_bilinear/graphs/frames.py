@@ -22,7 +22,7 @@ def build_graph(self, model, tok_str, max_nodes: int):  # self: the GraphBuilder
     base_ids = np.concatenate([row_ids[row_ids < num.logit0], leaf_ids])
     dec = num.decode(base_ids)
     kinds = KIND_NAMES[dec["kind"]]
-    sid = string_ids(dec["kind"], dec["layer"], dec["pos"], dec["index"], tokens, dec["head"], dec["key"])
+    sid, labels = string_ids(dec, tokens, nL, tok_str)
     act = np.full(len(base_ids), np.nan)
     for j in np.flatnonzero(np.isin(dec["kind"], (3, 4, 6))):
         l, p, k = int(dec["layer"][j]), int(dec["pos"][j]), int(dec["index"][j])
@@ -30,7 +30,6 @@ def build_graph(self, model, tok_str, max_nodes: int):  # self: the GraphBuilder
             act[j] = float(pr.patterns[l][int(dec["head"][j]), p, int(dec["key"][j])])
         else:
             act[j] = float(pr.features[l].act_real[p, k] if dec["kind"][j] == 4 else pr.h_real[l][p, k])
-    labels = _labels(dec, tokens, tok_str, nL)
     n_neuron_rows = int((row_ids < num.logit0).sum())  # neuron (or feature) rows come first in base_ids
     is_row = np.zeros(len(base_ids), dtype=bool)
     is_row[:n_neuron_rows] = True
@@ -97,27 +96,6 @@ def build_graph(self, model, tok_str, max_nodes: int):  # self: the GraphBuilder
     g.nodes["influence"] = node_influence(g)
     g._model, g._run, g._targets = model, pr, self.targets
     return g
-
-
-def _labels(dec, tokens, tok_str, nL) -> list[str]:
-    out = []
-    for k, l, p, i, h, q in zip(dec["kind"].tolist(), dec["layer"].tolist(), dec["pos"].tolist(), dec["index"].tolist(),
-                                dec["head"].tolist(), dec["key"].tolist()):
-        if k == 6:
-            out.append(f"attn{l}.{h} A[{p}, {q}]")
-        elif k == 0:
-            out.append(f"tok {tok_str(tokens[p])} @{p}")
-        elif k == 1:
-            out.append(f"pos @{p}")
-        elif k == 2:
-            out.append(f"b_U @{p}" if l == nL else f"bias L{l} @{p}")
-        elif k == 4:
-            out.append(f"sae{l} f{i} @{p}")
-        elif k == 5:
-            out.append(f"sae{l} error @{p}")
-        else:
-            out.append(f"mlp{l} n{i} @{p}")
-    return out
 
 
 def _frozen(model, pattern_nodes: bool) -> str:

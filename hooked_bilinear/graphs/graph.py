@@ -171,6 +171,13 @@ class AttributionGraph:
 
         return head_loadings(self, edge_or_node, target, qk=qk)
 
+    def why_notes(self, qk: int = 3) -> dict:
+        """{node_id: why its input from other positions came through the head it did}: the head with the largest
+        loading, its pattern entry and (softmax models) its top `qk` query×key score pairs (`graphs.why`)."""
+        from hooked_bilinear.graphs.why import why_notes
+
+        return why_notes(self, qk)
+
     def error_upstream(self, error_id: str, row_id: str):
         """An SAE error node's edge into a row, split exactly over the sources: (frame, edge value)."""
         from hooked_bilinear.graphs.error_upstream import error_upstream

@@ -28,7 +28,10 @@ def _write(graph, pr: PromptRun, src) -> tuple[torch.Tensor, int]:
         return f.W_pos[q], 0
     if kind == "constant":
         L = f.layers[l]
-        return L.b_O + (L.b_out if L.has_mlp else 0), l + 1
+        c = L.b_O + (L.b_out if L.has_mlp else 0)
+        if pr.qk:  # softmax-free attention: the value path's half of the value-bias write at q
+            c = c + 0.5 * torch.einsum("h,he,hed->d", pr.patterns[l][:, q].sum(-1), pr.qk[l].b_V, L.W_O)
+        return c, l + 1
     if kind == "neuron":
         return pr.h[l][q, int(src["index"])] * f.layers[l].W_out[int(src["index"])], l + 1
     if kind == "feature":
@@ -55,40 +58,61 @@ def _encoder(graph, pr: PromptRun, row) -> tuple[torch.Tensor, int]:
     return (pr.folded.W_U @ w) / pr.sf[int(row["pos"])], nL - 1
 
 
-def _loadings(pr: PromptRun, c: torch.Tensor, q: int, first: int, enc: torch.Tensor, p: int, last: int):
-    f, n = pr.folded, pr.n
+def _loadings(pr: PromptRun, C: torch.Tensor, qs: list, firsts: list, enc: torch.Tensor, p: int, last: int,
+              chunk: int = 16) -> list:
+    """Per-head loadings of E edges into one row: writes C [E, d] at positions qs, first blocks `firsts`.
+
+    Returns one list per edge of (layer, head, loading, query_pos, key_pos) rows (head -1 = the skip term),
+    blocks `firsts[e]..last`. The row's encoder is carried back once for all edges; the writes go forward in
+    chunks of `chunk` edges.
+    """
+    f, n, d = pr.folded, pr.n, C.shape[-1]
     half = 0.5 if pr.qk else 1.0  # softmax-free attention: the value path carries half of each head term
-    X = c.new_zeros(n, c.shape[0])
-    X[q] = c
-    outs = {}
-    for l in range(first, last + 1):
-        L = f.layers[l]
-        v = torch.einsum("nd,hde->hne", X / pr.s1[l], L.W_V)
-        Y = half * torch.einsum("hne,hed->hnd", pr.patterns[l] @ v, L.W_O)  # [H, n, d]
-        outs[l] = (X, Y)
-        X = X + Y.sum(0)
-    G = enc.new_zeros(n, enc.shape[0])
+    start = min(firsts, default=last + 1)
+    G, back = enc.new_zeros(n, d), {}
     G[p] = enc
-    rows = []
-    for l in range(last, first - 1, -1):
-        Xl, Y = outs[l]
-        L = f.layers[l]
-        per_head = torch.einsum("nd,hnd->h", G, Y)
-        # which pattern entry A[p', q'] of each head carries its loading: M[h, p', q'] sums to loading[h]
-        M = half * pr.patterns[l] * (torch.einsum("pd,hed->hpe", G, L.W_O) @ torch.einsum("qd,hde->hqe", Xl / pr.s1[l], L.W_V).transpose(1, 2))
-        at = M.abs().flatten(1).argmax(1)
-        rows += [(l, h, float(per_head[h]), int(at[h]) // n, int(at[h]) % n) for h in range(Y.shape[0])]
-        rows.append((l, -1, float((G * Xl).sum()), -1, -1))  # the part that skips block l's attention
+    for l in range(last, start - 1, -1):  # the encoder at each block's output, and through W_O
+        back[l] = (G, torch.einsum("pd,hed->hpe", G, f.layers[l].W_O))
         G = carry_back(pr, G, l, l - 1)
-    return rows
+    out = [[] for _ in qs]
+    for lo in range(0, len(qs), chunk):
+        idx = list(range(lo, min(lo + chunk, len(qs))))
+        X = C.new_zeros(len(idx), n, d)
+        for l in range(start, last + 1):
+            L = f.layers[l]
+            for j, e in enumerate(idx):
+                if firsts[e] == l:
+                    X[j, qs[e]] += C[e]
+            xv = torch.einsum("bnd,hde->bhne", X / pr.s1[l], L.W_V)             # [E, H, n, dh]
+            Y = half * torch.einsum("bhne,hed->bhnd", pr.patterns[l] @ xv, L.W_O)  # [E, H, n, d]
+            Gl, GO = back[l]
+            per_head = torch.einsum("nd,bhnd->bh", Gl, Y)
+            skip = torch.einsum("nd,bnd->b", Gl, X)
+            # which pattern entry A[p', q'] of each head carries its loading: M[e, h, p', q'] sums to it
+            M = half * pr.patterns[l] * (GO @ xv.transpose(-1, -2))
+            at = M.abs().flatten(2).argmax(-1)
+            for j, e in enumerate(idx):
+                if firsts[e] <= l:
+                    out[e] += [(l, h, float(per_head[j, h]), int(at[j, h]) // n, int(at[j, h]) % n)
+                               for h in range(Y.shape[1])]
+                    out[e].append((l, -1, float(skip[j]), -1, -1))  # the part that skips block l's attention
+            X = X + Y.sum(1)
+    return out
+
+
+def score_pairs(model, tokens, key: tuple, qk: int) -> str:
+    """`"score l.h [p→q]: <top qk query×key source pairs with their exact contributions>"` (level-1 QK expansion)."""
+    from hooked_bilinear.circuits import Target, decompose
+
+    top = decompose(model, tokens, target=Target.score(*key), level=1).top(qk)
+    pairs = "; ".join(f"{lab} {c:+.3g}" for lab, c in zip(top["label"], top["contribution"]))
+    return f"score {key[0]}.{key[1]} [{key[2]}→{key[3]}]: {pairs}"
 
 
 def _why(graph, frame, qk: int):
     """For each edge's largest head loading: the top query×key source pairs of that head's score at the
     pattern entry (query_pos, key_pos) that carries most of the loading (`decompose(target=Target.score(...))`,
     exact, norm scales frozen)."""
-    from hooked_bilinear.circuits import Target, decompose
-
     model = graph._model
     if model is None or getattr(model.cfg, "attention", "softmax") != "softmax":
         raise InputError("QK pairs need the graph's softmax model attached (graph._model)")
@@ -101,10 +125,8 @@ def _why(graph, frame, qk: int):
         p, q = int(r.query_pos), int(r.key_pos)
         key = (int(r.layer), int(r.head), p, q)
         if key not in cache:
-            d = decompose(model, tokens, target=Target.score(*key), level=1)
-            top = d.top(qk)
-            cache[key] = "; ".join(f"{lab} {c:+.3g}" for lab, c in zip(top["label"], top["contribution"]))
-        rows.append((r.source, r.target, int(r.layer), int(r.head), f"score {key[0]}.{key[1]} [{p}→{q}]: {cache[key]}"))
+            cache[key] = score_pairs(model, tokens, key, qk)
+        rows.append((r.source, r.target, int(r.layer), int(r.head), cache[key]))
     import pandas as pd
 
     why = pd.DataFrame(rows, columns=["source", "target", "layer", "head", "why"])
@@ -136,13 +158,20 @@ def head_loadings(graph, edge_or_node, target=None, qk: int = 0):
         kinds = e["source"].map(table["kind"])
         e = e[(e["source"].map(table["pos"]) != table.loc[edge_or_node, "pos"]) & ~kinds.isin(["remainder", "pattern"])]
     out = []
-    for s, t, w in e[["source", "target", "weight"]].itertuples(index=False):
-        srow, trow = table.loc[s].copy(), table.loc[t].copy()
-        srow["node_id"], trow["node_id"] = s, t
-        c, first = _write(graph, pr, srow)
+    if len(e):
+        t = e["target"].iloc[0]  # one target: a node's incoming edges, or the one edge asked
+        trow = table.loc[t].copy()
+        trow["node_id"] = t
         enc, last = _encoder(graph, pr, trow)
-        for l, h, v, qp, kp in _loadings(pr, c, int(srow["pos"]), first, enc, int(trow["pos"]), last):
-            out.append((s, t, w, l, h, v, qp, kp))
+        writes, qs, firsts = [], [], []
+        for s in e["source"]:
+            srow = table.loc[s].copy()
+            srow["node_id"] = s
+            c, first = _write(graph, pr, srow)
+            writes.append(c), qs.append(int(srow["pos"])), firsts.append(first)
+        rows = _loadings(pr, torch.stack(writes), qs, firsts, enc, int(trow["pos"]), last)
+        for (s, w), mine in zip(e[["source", "weight"]].itertuples(index=False), rows):
+            out += [(s, t, w, l, h, v, qp, kp) for l, h, v, qp, kp in mine]
     df = pd.DataFrame(out, columns=["source", "target", "weight", "layer", "head", "loading", "query_pos", "key_pos"])
     df["share"] = df["loading"] / df["weight"].where(df["weight"] != 0)
     return _why(graph, df, qk) if qk and len(df) else df

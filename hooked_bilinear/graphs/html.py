@@ -58,7 +58,7 @@ document.body.setAttribute('data-rendered-nodes', n);
 document.body.setAttribute('data-render-ok', n > 0 ? '1' : '0');"""
 
 def to_html(graph, path: Union[str, Path], *, title: Optional[str] = None, prune: Optional[bool] = None,
-            max_nodes: int = MAX_NODES, max_edges: int = MAX_EDGES) -> Path:
+            max_nodes: int = MAX_NODES, max_edges: int = MAX_EDGES, why: int = 0) -> Path:
     """Write `graph` as one self-contained HTML file that renders with no network at all.
 
     Args:
@@ -69,6 +69,8 @@ def to_html(graph, path: Union[str, Path], *, title: Optional[str] = None, prune
             `prune` method and is not pruned yet (otherwise it draws what it gets).
         max_nodes: the size above which an unpruned graph is pruned (when `prune` is None).
         max_edges: draw only this many edges, the largest |weight| first (hover cards use all).
+        why: when > 0, each hover card also says which head carried the node's input from other positions
+            and, on a softmax model, the top `why` query × key source pairs of its score (`graphs.why`).
 
     Returns:
         The written path.
@@ -76,7 +78,7 @@ def to_html(graph, path: Union[str, Path], *, title: Optional[str] = None, prune
     Example:
         >>> to_html(graph, "graph.html")    # doctest: +SKIP
     """
-    page = page_html(graph, title=title, prune=prune, max_nodes=max_nodes, max_edges=max_edges)
+    page = page_html(graph, title=title, prune=prune, max_nodes=max_nodes, max_edges=max_edges, why=why)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
@@ -93,7 +95,7 @@ def show(graph, *, height: int = 720, **kwargs) -> None:
 
 
 def page_html(graph, *, title: Optional[str] = None, prune: Optional[bool] = None, max_nodes: int = MAX_NODES,
-              max_edges: int = MAX_EDGES) -> str:
+              max_edges: int = MAX_EDGES, why: int = 0) -> str:
     """The page as a string (see `to_html`)."""
     for name, value in (("max_nodes", max_nodes), ("max_edges", max_edges)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -104,6 +106,10 @@ def page_html(graph, *, title: Optional[str] = None, prune: Optional[bool] = Non
         raise ImportError("the offline viewer needs plotly: pip install plotly (or the `viewer` extra)") from e
 
     drawn = _maybe_pruned(graph, prune, max_nodes)
+    if why:
+        from hooked_bilinear.graphs.why import with_why
+
+        drawn = with_why(drawn, why)
     fig = figure(drawn, title=title, max_edges=max_edges)
     page = pio.to_html(fig, include_plotlyjs=True, full_html=True, div_id="hb-graph", post_script=_GLUE,
                        config={"displaylogo": False, "responsive": True})

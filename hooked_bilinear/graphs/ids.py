@@ -100,23 +100,29 @@ def remainder_id(row_id: str, layer: int) -> str:
     return f"R_{row_id}_{layer}"
 
 
-def string_ids(kind: np.ndarray, layer: np.ndarray, pos: np.ndarray, index: np.ndarray, tokens: np.ndarray,
-               head=None, key=None) -> list[str]:
-    """String ids of decoded leaf/neuron nodes (kind codes as in `Numbering.decode`)."""
-    out = []
-    head = np.full(len(kind), -1) if head is None else head
-    key = np.full(len(kind), -1) if key is None else key
-    for k, l, p, i, h, q in zip(kind.tolist(), layer.tolist(), pos.tolist(), index.tolist(), head.tolist(), key.tolist()):
-        if k == 6:
-            out.append(f"A_{l}_{h}_{p}_{q}")
-        elif k == 0:
-            out.append(f"E_{int(tokens[p])}_{p}")
-        elif k == 1:
-            out.append(f"P_{p}_{p}")
-        elif k == 2:
-            out.append(f"C_{l}_{p}")
-        elif k == 5:
-            out.append(f"X_{l}_{p}")
-        else:  # neurons, and SAE features in their place, take circuit-tracer's feature ids
-            out.append(neuron_id(l, i, p))
-    return out
+def _strings(k: int, l: int, p: int, i: int, h: int, q: int, token: int, n_layers: int, tok_str):
+    """(string id, label) of one decoded node; the label is None without `tok_str`."""
+    if k == 6:
+        return f"A_{l}_{h}_{p}_{q}", f"attn{l}.{h} A[{p}, {q}]"
+    if k == 0:
+        return f"E_{token}_{p}", None if tok_str is None else f"tok {tok_str(token)} @{p}"
+    if k == 1:
+        return f"P_{p}_{p}", f"pos @{p}"
+    if k == 2:
+        return f"C_{l}_{p}", f"b_U @{p}" if l == n_layers else f"bias L{l} @{p}"
+    if k == 5:
+        return f"X_{l}_{p}", f"sae{l} error @{p}"
+    # neurons, and SAE features in their place, take circuit-tracer's feature ids
+    return neuron_id(l, i, p), f"sae{l} f{i} @{p}" if k == 4 else f"mlp{l} n{i} @{p}"
+
+
+def string_ids(dec: dict, tokens: np.ndarray, n_layers: int = -1, tok_str=None) -> tuple[list[str], list]:
+    """String ids and labels of decoded leaf/neuron nodes (`dec` from `Numbering.decode`; labels are None
+    without `tok_str`, which maps a token id to its text)."""
+    n = len(dec["kind"])
+    head = dec.get("head", np.full(n, -1))
+    key = dec.get("key", np.full(n, -1))
+    pairs = [_strings(k, l, p, i, h, q, int(tokens[p]), n_layers, tok_str)
+             for k, l, p, i, h, q in zip(dec["kind"].tolist(), dec["layer"].tolist(), dec["pos"].tolist(),
+                                         dec["index"].tolist(), head.tolist(), key.tolist())]
+    return [a for a, _ in pairs], [b for _, b in pairs]

@@ -134,6 +134,9 @@ def _card(row, sources: list, labels: dict) -> str:
     influence = getattr(row, "influence", float("nan"))
     if influence == influence:
         lines.append(f"influence: {float(influence):.4g}")
+    why = getattr(row, "why", "")
+    if isinstance(why, str) and why:
+        lines.append(f"attention: {esc(why)}")
     if sources:
         lines.append("top sources:")
         lines += [f"&nbsp;&nbsp;{w:+.4g} &nbsp;{esc(labels.get(s, str(s)))}" for s, w in sources]

@@ -10,17 +10,23 @@ A exactly and equals integrated gradients from zero. As a row, A reads block l's
 (a1 = q1_p·k1_q, a2 = q2_p·k2_q, W folded with ln1, R the RoPE rotation). Downstream, the head's term
 `A[p, q] (v_q W_O)` is a product of the pattern node and the value: half of each such term goes to the
 pattern node, half along the value path to its sources (the Shapley split of a two-factor product).
+
+The value `v_q = (x_q / σ1[q]) W_V'' + β` has a constant part, the value bias `β = b_V + ln1.b W_V`.
+Without a softmax the rows of A do not sum to 1, so β cannot be folded into b_O: its write
+`Σ_q A[p, q] β W_O` depends on the prompt through A. β is one more source of the value, like the MLP
+branch biases of a neuron: the pattern node's half is `½ A[p, q] (v_q W_O)` with the full value, and β's
+half `½ Σ_q A[p, q] β W_O` is a constant written at p (the block's `C_{l}_{p}` node).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from hooked_bilinear.circuits.frozen import _center_rows, _norm_params
+from hooked_bilinear.circuits.frozen import Folded, _centers, _fold_rows, _norm_params
 
 SLOTS = ("Q1", "K1", "Q2", "K2")
 
@@ -32,7 +38,8 @@ class QKView:
     W: dict            # slot -> [H, d, dh]  (C diag(w1) W)
     b: dict            # slot -> [H, dh]
     rot: dict          # slot -> [H, n, dh]  the replayed (rotated) q1, k1, q2, k2
-    values: Tensor     # [H, n, dh]  (x / σ1) W_V''
+    values: Tensor     # [H, n, dh]  (x / σ1) W_V''  (the part from the residual stream)
+    b_V: Tensor        # [H, dh]  the value bias β = b_V + ln1.b W_V (the rest of hook_v)
     cos: Optional[Tensor]  # [n, r] RoPE tables, or None
     sin: Optional[Tensor]
     scale: float
@@ -40,6 +47,30 @@ class QKView:
     @property
     def n_heads(self) -> int:
         return self.values.shape[0]
+
+    @property
+    def v(self) -> Tensor:
+        """The real value `hook_v` [H, n, dh]: residual part plus value bias."""
+        return self.values + self.b_V[:, None]
+
+
+def value_biases(model, dtype: torch.dtype, device) -> list[Tensor]:
+    """Per block the value bias `β = b_V + ln1.b W_V` [H, dh] that v adds at every position."""
+    out = []
+    for block in model.blocks:
+        attn = block.attn
+        _, b1 = _norm_params(block.ln1, model.cfg.d_model, dtype, device)
+        out.append(attn.b_V.detach().to(dtype) + torch.einsum("d,hde->he", b1, attn.W_V.detach().to(dtype)))
+    return out
+
+
+def unfold_value_biases(model, folded: Folded) -> Folded:
+    """`folded` with `b_O` back to the model's own: `fold_weights` adds `Σ_h β_h W_O_h`, exact only when
+    every pattern row sums to 1. For softmax-free attention the value bias is a term of its own
+    (`rows.row_edges`); the model is not touched."""
+    dtype = folded.W_E.dtype
+    layers = [replace(L, b_O=block.attn.b_O.detach().to(dtype)) for L, block in zip(folded.layers, model.blocks)]
+    return replace(folded, layers=layers)
 
 
 def _rope(x: Tensor, cos: Optional[Tensor], sin: Optional[Tensor], transpose: bool = False) -> Tensor:
@@ -58,7 +89,7 @@ def _rope(x: Tensor, cos: Optional[Tensor], sin: Optional[Tensor], transpose: bo
 def qk_views(model, folded, x_pre: list[Tensor], s1: list[Tensor]) -> list[QKView]:
     """Per block, the folded QK weights and the replayed q/k/v of one prompt (x_pre: resid_pre [n, d])."""
     dtype = folded.W_E.dtype
-    center = folded.center
+    betas = value_biases(model, dtype, folded.W_E.device)
     out = []
     for l, block in enumerate(model.blocks):
         attn, d = block.attn, model.cfg.d_model
@@ -71,11 +102,11 @@ def qk_views(model, folded, x_pre: list[Tensor], s1: list[Tensor]) -> list[QKVie
         W, b, rot = {}, {}, {}
         for name in SLOTS:
             Wr = getattr(attn, f"W_{name}").detach().to(dtype)
-            W[name] = _center_rows(Wr * w1[None, :, None], center)
+            W[name] = _fold_rows(Wr, w1, _centers(block.ln1))
             b[name] = getattr(attn, f"b_{name}").detach().to(dtype) + torch.einsum("d,hde->he", b1, Wr)
             rot[name] = _rope(torch.einsum("nd,hde->hne", y, W[name]) + b[name][:, None], cos, sin)
         values = torch.einsum("nd,hde->hne", y, folded.layers[l].W_V)
-        out.append(QKView(W, b, rot, values, cos, sin, float(model.cfg.attn_scale)))
+        out.append(QKView(W, b, rot, values, betas[l], cos, sin, float(model.cfg.attn_scale)))
     return out
 
 

@@ -11,6 +11,8 @@ the transpose of the frozen heads, one batched step per block for all rows at on
     G_pre[q] = G_mid[q] + Σ_h Σ_p A_h[p, q] (G_mid[p] W_O_hᵀ W_V''_hᵀ) / σ1[q]
 
 MLPs are nodes, so nothing flows back through them (their skip connection is the identity).
+Softmax-free attention (`pr.qk`): b_O is the model's own, and the value bias β enters twice, in the
+pattern nodes' half of each head term and as the constant `½ Σ_q A[p, q] β W_O` (graphs/patterns.py).
 By Euler's theorem for the quadratic `h = a b`, the edges of a neuron row sum to `h` exactly.
 """
 
@@ -83,6 +85,13 @@ def mlp_hook_names(model, basis_layers=()) -> tuple[str, ...]:
 def prompt_run(run: FrozenRun, b: int, basis: Optional[dict] = None, model=None) -> PromptRun:
     """Slice prompt `b` out of a frozen run and replay the MLP branches from its real resid_pre."""
     f = run.folded
+    bilinear = model is not None and getattr(model.cfg, "attention", "softmax") == "bilinear"
+    beta = None
+    if bilinear:  # A's rows do not sum to 1: the value bias stays in v, not in b_O (graphs/patterns.py)
+        from hooked_bilinear.graphs.patterns import unfold_value_biases, value_biases
+
+        f = unfold_value_biases(model, f)
+        beta = value_biases(model, f.W_E.dtype, f.W_E.device)
     a_s, b_s, h_s, real = [], [], [], []
     for l, L in enumerate(f.layers):
         if not L.has_mlp:
@@ -90,11 +99,12 @@ def prompt_run(run: FrozenRun, b: int, basis: Optional[dict] = None, model=None)
             continue
         x = run.resid[l][b]
         v = torch.einsum("nd,hde->hne", x / run.scale1[l][b], L.W_V)
+        if beta is not None:
+            v = v + beta[l][:, None]
         heads = torch.einsum("hne,hed->nd", run.patterns[l][b] @ v, L.W_O)
         mid = x + heads + L.b_O
-        lr = (mid / run.scale2[l][b]) @ L.W_lr
-        m = L.d_mlp
-        left, right = lr[:, :m] + L.b_l, lr[:, m:] + L.b_r
+        y = mid / run.scale2[l][b]
+        left, right = y @ L.W_l + L.b_l, y @ L.W_r + L.b_r
         a_s.append(left), b_s.append(right), h_s.append(left * right)
         real.append(run.extra[f"blocks.{l}.mlp.hook_post"][b])
     feats = {}
@@ -108,7 +118,7 @@ def prompt_run(run: FrozenRun, b: int, basis: Optional[dict] = None, model=None)
         s2=[None if s is None else s[b] for s in run.scale2], sf=run.scale_final[b], a=a_s, b=b_s, h=h_s,
         h_real=real, logits=run.logits[b], features=feats,
     )
-    if model is not None and getattr(model.cfg, "attention", "softmax") == "bilinear":
+    if bilinear:
         from hooked_bilinear.graphs.patterns import qk_views
 
         pr.qk = qk_views(model, f, [r[b] for r in run.resid[:-1]], pr.s1)
@@ -121,9 +131,8 @@ def neuron_encoders(pr: PromptRun, layer: int, pos: Tensor, idx: Tensor) -> tupl
     e = ½ (b_k W_l''[:, k] + a_k W_r''[:, k]) / σ2[p];   own bias edge = ½ (b_l'_k b_k + a_k b_r'_k).
     """
     L = pr.folded.layers[layer]
-    m = L.d_mlp
     a, b = pr.a[layer][pos, idx], pr.b[layer][pos, idx]
-    W_l, W_r = L.W_lr[:, idx].T, L.W_lr[:, m + idx].T  # [R, d]
+    W_l, W_r = L.W_l[:, idx].T, L.W_r[:, idx].T  # [R, d]
     enc = 0.5 * (b[:, None] * W_l + a[:, None] * W_r) / pr.s2[layer][pos]
     own = 0.5 * (L.b_l[idx] * b + a * L.b_r[idx])
     return enc, own
@@ -132,10 +141,9 @@ def neuron_encoders(pr: PromptRun, layer: int, pos: Tensor, idx: Tensor) -> tupl
 def feature_encoders(pr: PromptRun, layer: int, pos: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     """Encoders [R, d] and own constants [R] of SAE features (layer, pos[r], idx[r]): Σ_k w_fk × neuron k's."""
     L, F = pr.folded.layers[layer], pr.features[layer]
-    m = L.d_mlp
     wf = F.w[:, idx].T                                       # [R, m]
     a, b = pr.a[layer][pos], pr.b[layer][pos]                # [R, m]
-    enc = 0.5 * ((wf * b) @ L.W_lr[:, :m].T + (wf * a) @ L.W_lr[:, m:].T) / pr.s2[layer][pos]
+    enc = 0.5 * ((wf * b) @ L.W_l.T + (wf * a) @ L.W_r.T) / pr.s2[layer][pos]
     own = (wf * 0.5 * (L.b_l * b + a * L.b_r)).sum(-1) + F.c[idx]
     return enc, own
 
@@ -211,7 +219,10 @@ def row_edges(pr: PromptRun, layer: Tensor, pos: Tensor, enc: Tensor, own: Tenso
         const[:, l] += G @ L.b_O
         T = torch.einsum("rpd,hed->rhpe", G, L.W_O)
         if pr.qk:  # head term A[p,q] · (v_q W_O): half to the pattern node, half along the value path
-            E_pat = 0.5 * pr.patterns[l][None] * (T @ pr.qk[l].values.transpose(1, 2)[None])  # [R, H, p, q]
+            V, A = pr.qk[l], pr.patterns[l]
+            E_pat = 0.5 * A[None] * (T @ V.v.transpose(1, 2)[None])  # [R, H, p, q], with the real v_q
+            # the value path's half of the value bias: ½ Σ_h Σ_q A_h[p, q] β_h W_O_h, a constant written at p
+            const[:, l] += 0.5 * torch.einsum("rhpe,hp,he->rp", T, A.sum(-1), V.b_V)
             E_pat = E_pat.permute(0, 2, 1, 3).reshape(R, n, -1)
             neurons[l] = E_pat if neurons[l] is None else torch.cat([neurons[l], E_pat], -1)
         G = G + value_back(pr, l, T)

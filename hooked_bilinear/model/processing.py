@@ -46,6 +46,8 @@ def fold_layer_norm(model):
             raise ConfigError(f"fold_layer_norm removes a Scale model's norms, and with them the hook points "
                               f"{hooked}, which hold hooks; remove them first (model.reset_hooks(including_permanent=True))")
     for block in model.blocks:
+        if block.ln1 is None:  # final_norm_only: only ln_final has weights
+            continue
         attn = block.attn
         for W, b in _attention_inputs(attn, cfg):
             if hasattr(block.ln1, "b"):
@@ -79,6 +81,8 @@ def fold_layer_norm(model):
         cfg.layer_norm_folding = True
     pre_cls = LayerNormPre if new_type == "LNPre" else RMSNormPre
     for block in model.blocks:
+        if block.ln1 is None:  # final_norm_only
+            continue
         block.ln1 = _weightless(block.ln1, pre_cls, cfg)
         if not cfg.attn_only:
             block.ln2 = _weightless(block.ln2, pre_cls, cfg)
@@ -104,10 +108,12 @@ def _weightless(norm, pre_cls, cfg):
 @torch.no_grad()
 def center_writing_weights(model):
     """Subtract the d_model-mean from W_E, W_pos, W_O, b_O, W_out, b_out. Exact only under LayerNorm."""
-    if model.cfg.normalization_type not in ("LN", "LNPre"):
+    if model.cfg.normalization_type not in ("LN", "LNPre") or model.cfg.final_norm_only:
         raise ConfigError(
             f"center_writing_weights is exact only for LayerNorm models (it relies on LN re-centring); "
             f"this model has normalization_type={model.cfg.normalization_type!r}"
+            + (" on ln_final only (final_norm_only=True): the blocks read the residual uncentred"
+               if model.cfg.final_norm_only else "")
         )
     tensors = [model.embed.W_E]
     if model.pos_embed is not None:
@@ -152,7 +158,7 @@ def process_weights(model, fold_ln=True, center_writing=True, center_unembed_=Tr
     folding only for softmax attention."""
     if fold_ln:
         fold_layer_norm(model)
-    if center_writing and model.cfg.normalization_type in ("LN", "LNPre"):
+    if center_writing and model.cfg.normalization_type in ("LN", "LNPre") and not model.cfg.final_norm_only:
         center_writing_weights(model)
     if center_unembed_:
         center_unembed(model)

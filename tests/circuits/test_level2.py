@@ -43,7 +43,7 @@ def test_unordered_pairs_equal_symmetrised_ordered_pairs():
     f = fold_weights(model)
     _, cache = model.run_with_cache(toks)
     s2 = cache["blocks.0.ln2.hook_scale"]
-    W_l, W_r = f.layers[0].W_lr.chunk(2, dim=1)
+    W_l, W_r = f.layers[0].W_l, f.layers[0].W_r
 
     def B(x, y):  # ordered bilinear map on residual contributions (bias-free pair of non-ONE inputs)
         return ((x / s2 @ W_l) * (y / s2 @ W_r)) @ f.layers[0].W_out

@@ -46,7 +46,7 @@ def test_token_space_tensors_reproduce_the_logits(norm):
 def test_same_source_tensor_queries_match_materialized():
     model = make_model(1, "LN", biases=False)
     f = fold_weights(model)
-    W_l, W_r = f.layers[0].W_lr.chunk(2, dim=1)
+    W_l, W_r = f.layers[0].W_l, f.layers[0].W_r
     B = torch.einsum("ko,ik,jk->oij", f.layers[0].W_out, W_l, W_r)
     ee = mlp_token_tensor(model, 0)
     assert isinstance(ee, TokenBilinear)
@@ -69,7 +69,7 @@ def test_cross_source_tensor_queries_match_materialized():
     model = make_model(1, "RMS", biases=False)
     f = fold_weights(model)
     L = f.layers[0]
-    W_l, W_r = L.W_lr.chunk(2, dim=1)
+    W_l, W_r = L.W_l, L.W_r
     B = torch.einsum("ko,ik,jk->oij", L.W_out, W_l, W_r)
     E_head = f.W_E @ L.W_V[1] @ L.W_O[1]
     eh = mlp_token_tensor(model, 0, "embed", (0, 1))
@@ -129,3 +129,21 @@ def test_weight_circuits_refuse_non_bilinear_models():
         mlp_token_tensor(make_model(1, "LN", attn_only=True), 0)
     with pytest.raises(NotBilinearError, match="gate"):
         mlp_token_tensor(make_model(1, "LN", gate="silu"), 0)
+
+
+def test_fold_weights_copies_only_what_a_norm_folds_into():
+    """A weightless RMS model folds without copying its matrices (no norm weight, no centering, same dtype);
+    a weighted norm or a dtype change makes fresh tensors, and the model's weights are never written."""
+    plain = make_model(1, "RMSPre", "none", biases=False)
+    f = fold_weights(plain)
+    L, mlp = f.layers[0], plain.blocks[0].mlp
+    assert L.W_l.data_ptr() == mlp.W_l.data_ptr() and L.W_r.data_ptr() == mlp.W_r.data_ptr()
+    assert f.W_U.data_ptr() == plain.W_U.data_ptr()
+    weighted = make_model(1, "RMS", "none", biases=False)
+    before = weighted.blocks[0].mlp.W_l.detach().clone()
+    g = fold_weights(weighted)
+    w2 = weighted.blocks[0].ln2.w.detach()
+    assert g.layers[0].W_l.data_ptr() != weighted.blocks[0].mlp.W_l.data_ptr()
+    torch.testing.assert_close(g.layers[0].W_l, before * w2[:, None], rtol=0, atol=0)
+    torch.testing.assert_close(weighted.blocks[0].mlp.W_l.detach(), before, rtol=0, atol=0)
+    assert fold_weights(plain, torch.float32).layers[0].W_l.data_ptr() != mlp.W_l.data_ptr()

@@ -96,3 +96,12 @@ def test_command_on_a_bundled_model(tmp_path, capsys):
     data = json.loads((out / "ind.json").read_text())
     assert any(n["feature_type"] == "logit" for n in data["nodes"])
     assert (out / "ind.html").stat().st_size > 1_000_000  # plotly.js inlined
+
+
+def test_command_why_puts_the_head_and_its_qk_pairs_in_the_node_details(model_dir, tmp_path):
+    out = tmp_path / "why"
+    assert main(["graph", str(model_dir), "1 2 3 1 2", "--target", "3", "--out", str(out), "--slug", "w",
+                 "--why", "2"]) == 0
+    nodes = json.loads((out / "w.json").read_text())["nodes"]
+    logit = next(n for n in nodes if n["is_target_logit"])
+    assert "| via head 0." in logit["clerp"] and "score 0." in logit["clerp"]

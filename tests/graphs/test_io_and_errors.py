@@ -97,7 +97,7 @@ def test_unknown_node_ids(model):
         g.intervene([emb], scale=0.0)
 
 
-def test_bilinear_attention_graphs_freeze_A_and_refuse_value_biases():
+def test_bilinear_attention_graphs_take_value_biases():
     cfg = HookedBilinearConfig(n_layers=2, d_model=8, n_heads=2, d_head=4, d_mlp=6, d_vocab=11, n_ctx=8,
                                attention="bilinear", normalization_type=None, dtype=torch.float64, seed=0)
     model = HookedBilinearTransformer(cfg).eval()
@@ -109,7 +109,8 @@ def test_bilinear_attention_graphs_freeze_A_and_refuse_value_biases():
     with torch.no_grad():
         logit = float(model(toks[None])[0, -1, 2])
     assert g.edges.groupby("target")["weight"].sum()[g.targets["node_id"].iloc[0]] == pytest.approx(logit, abs=1e-10)
-    with torch.no_grad():
+    with torch.no_grad():  # no longer refused: Σ_q A[p, q] b_V W_O is a term of the graph (test_value_biases.py)
         model.blocks[1].attn.b_V.fill_(0.1)
-    with pytest.raises(InputError, match=r"blocks.1.attn.b_V is non-zero"):
-        attribute(model, toks, targets=[2])
+        logit = float(model(toks[None])[0, -1, 2])
+    g = attribute(model, toks, targets=[2], max_nodes=10)
+    assert g.edges.groupby("target")["weight"].sum()[g.targets["node_id"].iloc[0]] == pytest.approx(logit, abs=1e-10)

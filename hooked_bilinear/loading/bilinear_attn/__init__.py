@@ -4,7 +4,9 @@ Layouts (keys, shapes and scale conventions in docs/spec/checkpoints.md):
 
 - `bilinear-vpd` (`henrylhale/bilinear-vpd` phase1): single head, bilinear MLPs, per-channel scale norms;
 - `melephant-attentionlm` (`melephant/2l-bilinear-attn-normalised*`, used by `tdooms/tensor-similarity`):
-  attention-only, RoPE, q/k biases, a running-energy final norm folded into W_U.
+  attention-only, RoPE, q/k biases, a running-energy final norm folded into W_U;
+- `elriggs-attentionlm` (`Elriggs/bilinear_atnn_only_2L_Pile`): attention-only, RoPE, BatchNorm on q/k
+  (folded into W_Q*/W_K*), a LayerNorm before the unembedding (`ln_final`, `final_norm_only=True`).
 
 These checkpoints are `torch.save` pickles: they are read with `torch.load(weights_only=True)` only, which
 rebuilds tensors and refuses (without running) anything else.
@@ -20,10 +22,11 @@ from typing import Optional, Union
 import torch
 
 from hooked_bilinear.errors import CheckpointError
-from hooked_bilinear.loading.bilinear_attn import melephant, vpd
+from hooked_bilinear.loading.bilinear_attn import elriggs, melephant, vpd
 from hooked_bilinear.loading.bilinear_attn._pickle import read_state_dict
 
-LAYOUTS = {vpd.NAME: vpd, melephant.NAME: melephant}
+# Checked in this order: an elriggs state dict also has melephant's marker `layers.0.q1.weight`.
+LAYOUTS = {vpd.NAME: vpd, elriggs.NAME: elriggs, melephant.NAME: melephant}
 SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 _STEP = re.compile(r"step_(\d+)\.pt$")
 
@@ -40,7 +43,7 @@ def detect_layout(state: dict, config: dict, source: str):
     keys = sorted(state)[:6]
     raise CheckpointError(
         f"{source}: unknown bilinear-attention checkpoint layout (keys {keys}...): expected "
-        f"{vpd.MARKER!r} ({vpd.NAME}) or {melephant.MARKER!r} ({melephant.NAME})")
+        f"{vpd.MARKER!r} ({vpd.NAME}), {elriggs.MARKER!r} ({elriggs.NAME}) or {melephant.MARKER!r} ({melephant.NAME})")
 
 
 def _pick_checkpoint(folder: Path, step: Optional[int]) -> Path:
@@ -48,7 +51,8 @@ def _pick_checkpoint(folder: Path, step: Optional[int]) -> Path:
     steps = {int(m.group(1)): p for p in folder.glob("checkpoints/step_*.pt") if (m := _STEP.search(p.name))}
     if step is not None:
         if step not in steps:
-            raise CheckpointError(f"{folder}: no checkpoints/step_{step:05d}.pt; steps found: {sorted(steps)[:10]}")
+            raise CheckpointError(f"{folder}: no checkpoint of step {step} in checkpoints/ (step_N.pt, any zero "
+                                  f"padding); steps found: {sorted(steps)[:10]}")
         return steps[step]
     if steps:
         return steps[max(steps)]
@@ -110,8 +114,9 @@ def load_bilinear_attention(
 
     Args:
         name_or_path: a `.pt` file, a folder (`config.json` + `checkpoints/step_*.pt`, or `model_final.pt`),
-            or a Hub id already in the local HF cache.
-        layout: force "bilinear-vpd" or "melephant-attentionlm" (default: detected from the tensor names).
+            or a Hub id already in the local HF cache (model or dataset repo).
+        layout: force "bilinear-vpd", "elriggs-attentionlm" or "melephant-attentionlm" (default: detected
+            from the tensor names).
         step: which `checkpoints/step_N.pt` of a folder (default: the last one).
         n_ctx: the context length to build (RoPE tables are not stored; default from config.json, else
             the layout's training length).
