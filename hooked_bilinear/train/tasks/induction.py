@@ -76,9 +76,10 @@ def varied_repeats(
 
     Each row independently: BOS (token 0) first with probability `p_bos`; then, with probability
     `p_prefix`, a prefix of `r` random tokens (`r` uniform in [0, room - 2P]); then a block of `P`
-    random tokens (`P` uniform in [`min_period`, `max_period`] minus `exclude_periods`) tiled to the end of the row, so the
-    block occurs at least twice. Every shorter sequence of this kind (e.g. `[BOS] x x`, or `x x`
-    without BOS) is a prefix of some row, so a causal model trained on these sees all of them.
+    random tokens (`P` uniform in [`min_period`, `max_period`] minus `exclude_periods`) tiled to the
+    end of the row, so the block occurs at least twice. Every shorter sequence of this kind (e.g.
+    `[BOS] x x`, or `x x` without BOS) is a prefix of some row, so a causal model trained on these sees
+    all of them.
 
     Args:
         n: number of sequences.
@@ -105,7 +106,8 @@ def varied_repeats(
     if not (2 <= min_period <= max_period and 1 + 2 * max_period <= length) or d_vocab < 3 or n < 1:
         raise ValueError(f"need n >= 1, d_vocab >= 3 and 2 <= min_period <= max_period <= (length - 1) // 2 = "
                          f"{(length - 1) // 2}; got n={n}, d_vocab={d_vocab}, periods [{min_period}, {max_period}]")
-    allowed = [p for p in range(min_period, max_period + 1) if p not in set(exclude_periods)]
+    excluded = set(exclude_periods)
+    allowed = [p for p in range(min_period, max_period + 1) if p not in excluded]
     if not allowed:
         raise ValueError(f"exclude_periods={list(exclude_periods)} leaves no period in [{min_period}, {max_period}]")
     gen = generator if generator is not None else torch.Generator().manual_seed(seed)
