@@ -9,8 +9,10 @@
 
     python bench/overhead.py [--repeats 12] [--ops rwc] [--retain]
 
-One thread and CPU time make the numbers usable on a loaded machine; --retain asks glibc to keep
-freed memory (see run_all.retain_freed_memory) to separate page-fault cost from compute.
+One thread and CPU time make the numbers usable on a loaded machine. The library asks glibc to keep
+freed memory on the first run_with_cache (hooked_bilinear.allocator), so after the warm-up every case
+runs without page-fault churn; --retain applies it before the first case, and
+HOOKED_BILINEAR_KEEP_FREED_MEMORY=0 shows glibc's defaults (fresh pages faulted in on every call).
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=12)
     parser.add_argument("--ops", default=None, help="also print the operator table of this case (e.g. 'rwc all')")
-    parser.add_argument("--retain", action="store_true", help="glibc keeps freed memory (no page-fault churn)")
+    parser.add_argument("--retain", action="store_true", help="glibc keeps freed memory from the start")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.retain:

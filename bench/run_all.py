@@ -6,7 +6,7 @@ least `bench`, `case`, `ratio`, `target`; `ratio_min`/`ratio_max` (the spread ov
 (True/False/None) and `note` are optional. Without `met`, a target of the form "<= x" / "< x" /
 ">= x" / "> x" is checked against the median ratio; any other target (e.g. "reference") is n/a.
 
-    python bench/run_all.py [--quick] [--only forward,tl_bridge] [--out BENCHMARKS.md] [--allocator retain]
+    python bench/run_all.py [--quick] [--only forward,tl_bridge] [--out BENCHMARKS.md] [--allocator glibc]
     python -m bench.run_all --quick
 """
 
@@ -33,28 +33,35 @@ import torch  # noqa: E402
 
 from _common import machine  # noqa: E402
 
-MODULES = ["forward", "tl_bridge", "memory", "tensor", "circuits", "loading", "scaling", "graphs", "attention",
+MODULES = ["forward", "allocator", "tl_bridge", "memory", "tensor", "circuits", "loading", "scaling", "graphs", "attention",
            "realsize", "startup", "generate"]
 _TARGET = re.compile(r"^\s*(<=|<|>=|>)\s*([0-9]*\.?[0-9]+)")
 
 
 def retain_freed_memory() -> bool:
-    """Ask glibc to keep freed memory (no trimming, no per-tensor mmap) so that every call reuses pages.
+    """Keep freed memory from the start (the library's `keep_freed_memory`, which run_with_cache calls anyway).
 
     By default glibc returns large freed blocks to the OS, and on this kind of VM every 4 KiB page
     touched afresh costs ~1 µs; a run_with_cache whose ~66 MiB cache is freed between repeats then
-    pays ~10 ms of page faults per call, in a way that depends on what ran before it. This makes
-    the measurement about compute; the default keeps what users get.
+    pays ~10 ms of page faults per call. The library asks glibc to keep freed memory on the first
+    run_with_cache (hooked_bilinear.allocator); this applies it before any bench runs.
     """
-    import ctypes
-    import ctypes.util
+    from hooked_bilinear import allocator
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        return bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)) and bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20))
-    except (OSError, AttributeError):
-        return False
+    return allocator.keep_freed_memory().active
+
+
+def allocator_line() -> str:
+    """The allocator state at the end of the run, for the report."""
+    from hooked_bilinear import allocator
+
+    state = allocator.state()
+    if state is None:
+        return "glibc defaults (nothing called run_with_cache, so the library left malloc alone)"
+    if state.active:
+        return (f"freed memory kept for reuse ({state.reason}; set by the library on the first run_with_cache, "
+                "as users get it)")
+    return f"glibc defaults: freed memory goes back to the OS and fresh pages are faulted in ({state.reason})"
 
 
 def target_met(row: dict):
@@ -188,18 +195,19 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller sweeps (a smoke test)")
     parser.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(MODULES)}")
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="Markdown report ('-' for none)")
-    parser.add_argument("--allocator", choices=["default", "retain"], default="default",
-                        help="'retain': glibc keeps freed memory, so timings exclude page faults (see retain_freed_memory)")
+    parser.add_argument("--allocator", choices=["library", "retain", "glibc"], default="library",
+                        help="'library' (default): what users get, freed memory kept from the first run_with_cache; "
+                             "'retain': kept from the start; 'glibc': glibc's defaults "
+                             "(HOOKED_BILINEAR_KEEP_FREED_MEMORY=0)")
     args = parser.parse_args(argv)
     names = MODULES if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODULES]
     if unknown:
         parser.error(f"unknown bench {unknown}; choose from {MODULES}")
-    allocator = "glibc defaults (freed memory goes back to the OS; fresh pages are faulted in, which "\
-                "run_with_cache pays for every cached tensor)"
-    if args.allocator == "retain":
-        allocator = "glibc told to retain freed memory (mallopt M_TRIM_THRESHOLD 1 GiB, M_MMAP_THRESHOLD 32 MiB): " \
-                    "timings exclude page-fault costs" if retain_freed_memory() else "retain requested but mallopt failed: defaults"
+    if args.allocator == "glibc":
+        os.environ["HOOKED_BILINEAR_KEEP_FREED_MEMORY"] = "0"  # before anything calls run_with_cache
+    elif args.allocator == "retain":
+        retain_freed_memory()
     started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     load_start = tuple(round(x, 2) for x in os.getloadavg())
     print(machine(), flush=True)
@@ -212,8 +220,8 @@ def main(argv=None) -> int:
     if args.out != "-":
         command = "python bench/run_all.py" + (" --quick" if args.quick else "") + \
                   (f" --only {args.only}" if args.only else "") + \
-                  (f" --allocator {args.allocator}" if args.allocator != "default" else "")
-        text = markdown(rows, skipped, seconds, args.quick, command, (load_start, load_end), started, allocator)
+                  (f" --allocator {args.allocator}" if args.allocator != "library" else "")
+        text = markdown(rows, skipped, seconds, args.quick, command, (load_start, load_end), started, allocator_line())
         Path(args.out).write_text(text + "\n")
         print(f"wrote {args.out}")
     return 0

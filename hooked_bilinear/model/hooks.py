@@ -9,6 +9,7 @@ from typing import Any, Callable, Literal, Optional, Union
 import torch
 from torch import Tensor
 
+from hooked_bilinear.allocator import keep_freed_memory
 from hooked_bilinear.errors import InputError
 from hooked_bilinear.model.activation_cache import ActivationCache
 from hooked_bilinear.model.validation import check_backward_request, check_hook_names
@@ -70,12 +71,17 @@ class HookMixin:
             device: move cached activations there (e.g. "cpu" to offload from a GPU).
             remove_batch_dim: drop the batch axis (batch size must be 1).
             incl_bwd: also cache gradients (`<name>_grad`); the output must be a scalar (use return_type="loss").
+
+        The first call asks glibc to keep freed memory for reuse (`hooked_bilinear.allocator`; opt out
+        with HOOKED_BILINEAR_KEEP_FREED_MEMORY=0), so that each call's new cache tensors do not fault
+        in fresh pages.
         """
         if isinstance(names_filter, str):
             check_hook_names([names_filter], self.hook_dict)
         elif isinstance(names_filter, (list, tuple)):
             check_hook_names(names_filter, self.hook_dict)
             names_filter = list(names_filter)
+        keep_freed_memory()
         if incl_bwd:
             check_backward_request(self, model_kwargs)
             with torch.enable_grad(), self._activations_need_grad():

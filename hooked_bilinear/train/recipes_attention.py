@@ -37,6 +37,20 @@ def period_metrics(model, periods=PERIODS, n: int = 200) -> dict[str, float]:
     return out
 
 
+ANY_PERIOD_TRIES = (  # measured on 2 shared CPU cores, 1 torch thread
+    "Recipes tried for induction at every period 2-63 (issue 14; not bundled, code on branch "
+    "s20-zoo2-attempt), all on rows of 128 tokens tiling a random block (`tasks.varied_repeats`, p_bos=1, no "
+    "prefix), measured as repeated-half accuracy on 200 canonical sequences per period: learned positions "
+    "(d_model 64, lr 1e-3, 2,000 steps) stayed <= 0.083 at every period except 2 (0.23); RoPE base 0.1 on 16 "
+    "of 32 dims with attn_scale = d_head (d_model 64) stayed <= 0.15 with layer 1's pattern at ~0, because A "
+    "starts at ~1e-3 and its gradient vanishes with it; with attn_scale 0.02 and d_model 128 (3,000 steps, lr"
+    " 2e-3, ~870 s), training on even periods only gave 1.0 / 0.33 / 0.36 / 0.27 / 0.40 / 0.41 / 0.55 at "
+    "periods 2 / 4 / 8 / 16 / 24 / 32 / 48 but <= 0.022 at every odd period, and training on every period "
+    "except 5, 11, 24, 31, 48 gave 0.02-0.83 (0.021 at 5, 0.036 at 11, 0.12 at 16, 0.20 at 48), odd periods "
+    "worst."
+)
+
+
 def train_induction_bilinear(progress: bool = True) -> Trained:
     """2-layer attention-only fully bilinear transformer on repeated random sequences of periods 9-16."""
     model = HookedBilinearTransformer(induction_bilinear_config(), tokenizer=induction_tokenizer(INDUCTION_VOCAB))
@@ -58,7 +72,8 @@ def train_induction_bilinear(progress: bool = True) -> Trained:
              "1,500 steps at lr 1e-3, stalled at repeated-half accuracy 0.19; one period per batch drawn from 4-16 "
              "(4,000 steps, lr 3e-3) trained unstably (loss spikes) and reached accuracy 0.98 / 0.50 / 0.44 / 0.13 at "
              "periods 4 / 8 / 12 / 16. Without a softmax, A is not normalised over keys, so noise from non-matching "
-             "keys grows with the sequence length."]
+             "keys grows with the sequence length.",
+             ANY_PERIOD_TRIES]
     return Trained(model, history, config, "induction (repeated random tokens), fully bilinear",
                    "loss_repeated_half", metrics, data, notes)
 

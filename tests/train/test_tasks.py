@@ -97,8 +97,22 @@ def test_varied_repeats_rows_repeat_with_their_period():
     assert torch.equal(varied_repeats(300, 40, 30, min_period=4, seed=1)["tokens"], tokens)
 
 
+def test_varied_repeats_never_draws_an_excluded_period():
+    held_out = (3, 5, 11, 16)
+    data = varied_repeats(400, length=40, d_vocab=30, min_period=2, max_period=18, exclude_periods=held_out,
+                          p_prefix=0.0, seed=2)
+    periods = set()
+    for row, r in zip(data["tokens"], data["repeat_mask"]):
+        second = int(r.nonzero()[0]) - 1  # first position of the second copy; no prefix, so it is start + period
+        start = int(int(row[0]) == 0)
+        period = second - start
+        assert bool((row[second:] == row[second - period : 40 - period]).all())  # the row really repeats with it
+        periods.add(period)
+    assert periods == set(range(2, 19)) - set(held_out)  # every other period, none of the held-out ones
+
+
 @pytest.mark.parametrize("kwargs", [dict(min_period=1), dict(min_period=10, max_period=9), dict(max_period=20),
-                                    dict(d_vocab=2), dict(n=0)])
+                                    dict(d_vocab=2), dict(n=0), dict(min_period=4, max_period=5, exclude_periods=(4, 5))])
 def test_varied_repeats_errors(kwargs):
     args = dict(n=2, length=40, d_vocab=30) | kwargs
     with pytest.raises(ValueError):

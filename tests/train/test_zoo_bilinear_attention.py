@@ -6,11 +6,12 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hooked_bilinear.circuits import Target, decompose
 from hooked_bilinear.loading import load_pretrained
 from hooked_bilinear.train.recipes import INDUCTION_EVAL_SEED
-from hooked_bilinear.train.recipes_attention import HALF, period_metrics
+from hooked_bilinear.train.recipes_attention import HALF, PERIODS
 from hooked_bilinear.train.tasks import induction_metrics, repeated_tokens
 from hooked_bilinear.zoo import ZOO_DIR, list_zoo
 
@@ -27,11 +28,32 @@ def card():
     return json.loads((ZOO_DIR / NAME / "zoo.json").read_text())
 
 
+def canonical(n: int, period: int, seed: int) -> torch.Tensor:
+    """`[BOS] x x` rows, x: `period` tokens uniform in [1, 64), drawn as one [n, 1 + 2 period] block whose
+    columns 1..period become x (the layout of `tasks.repeated_tokens`, rebuilt here)."""
+    draws = torch.randint(1, 64, (n, 1 + 2 * period), generator=torch.Generator().manual_seed(seed))
+    x = draws[:, 1 : 1 + period]
+    return torch.cat([torch.zeros(n, 1, dtype=torch.long), x, x], dim=1)
+
+
+@torch.no_grad()
+def repeat_scores(model, tokens: torch.Tensor, period: int) -> dict[str, float]:
+    """Loss and accuracy of the next-token prediction on the repeat's targets 2..period (its first token
+    cannot be known to repeat), from the model's logits."""
+    logits = model(tokens)[:, period + 1 : 2 * period].float()  # predicting tokens period + 2 .. 2 period
+    targets = tokens[:, period + 2 :]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).item()
+    accuracy = (logits.argmax(-1) == targets).float().mean().item()
+    return {f"loss_repeated_half_period{period}": loss, f"repeated_accuracy_period{period}": accuracy}
+
+
 def test_card_metrics_recomputed(model):
     cfg = model.cfg
     assert (cfg.attention, cfg.normalization_type, cfg.attn_bias, cfg.attn_only) == ("bilinear", "Scale", False, True)
     held_out = repeated_tokens(1000, HALF, 64, seed=INDUCTION_EVAL_SEED)
-    metrics = {**induction_metrics(model, held_out), **period_metrics(model)}
+    metrics = induction_metrics(model, held_out)
+    for h in PERIODS:  # the card's per-period numbers, recomputed without the training code
+        metrics.update(repeat_scores(model, canonical(200, h, seed=INDUCTION_EVAL_SEED + h), h))
     expected = card()["metrics"]
     assert set(metrics) == set(expected)
     for key, value in metrics.items():

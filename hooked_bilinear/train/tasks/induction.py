@@ -70,14 +70,16 @@ def repeated_tokens(
 def varied_repeats(
     n: int, length: int = 128, d_vocab: int = 64, min_period: int = 4, max_period: int | None = None,
     p_bos: float = 0.5, p_prefix: float = 0.5, seed: int = 0, generator: torch.Generator | None = None,
+    exclude_periods: Sequence[int] = (),
 ) -> Batch:
     """`n` sequences of `length` tokens that repeat a random block with a random period, BOS or not.
 
     Each row independently: BOS (token 0) first with probability `p_bos`; then, with probability
     `p_prefix`, a prefix of `r` random tokens (`r` uniform in [0, room - 2P]); then a block of `P`
-    random tokens (`P` uniform in [`min_period`, `max_period`]) tiled to the end of the row, so the
-    block occurs at least twice. Every shorter sequence of this kind (e.g. `[BOS] x x`, or `x x`
-    without BOS) is a prefix of some row, so a causal model trained on these sees all of them.
+    random tokens (`P` uniform in [`min_period`, `max_period`] minus `exclude_periods`) tiled to the
+    end of the row, so the block occurs at least twice. Every shorter sequence of this kind (e.g.
+    `[BOS] x x`, or `x x` without BOS) is a prefix of some row, so a causal model trained on these sees
+    all of them.
 
     Args:
         n: number of sequences.
@@ -88,6 +90,8 @@ def varied_repeats(
         p_prefix: probability of a random prefix before the block.
         seed: seed (ignored when `generator` is given).
         generator: draw from this generator instead of a fresh seeded one.
+        exclude_periods: periods never drawn (held out from training, to test that a model
+            does induction at periods it never saw).
 
     Returns:
         `{"tokens": int64 [n, length], "first_mask", "repeat_mask": bool [n, length]}`: `first_mask`
@@ -95,16 +99,24 @@ def varied_repeats(
         second token on (its first token cannot be known to repeat).
 
     Raises:
-        ValueError: a period range that does not fit twice in a row after BOS.
+        ValueError: a period range that does not fit twice in a row after BOS, or exclusions that
+            leave no period.
     """
     max_period = (length - 1) // 2 if max_period is None else max_period
     if not (2 <= min_period <= max_period and 1 + 2 * max_period <= length) or d_vocab < 3 or n < 1:
         raise ValueError(f"need n >= 1, d_vocab >= 3 and 2 <= min_period <= max_period <= (length - 1) // 2 = "
                          f"{(length - 1) // 2}; got n={n}, d_vocab={d_vocab}, periods [{min_period}, {max_period}]")
+    excluded = set(exclude_periods)
+    allowed = [p for p in range(min_period, max_period + 1) if p not in excluded]
+    if not allowed:
+        raise ValueError(f"exclude_periods={list(exclude_periods)} leaves no period in [{min_period}, {max_period}]")
     gen = generator if generator is not None else torch.Generator().manual_seed(seed)
     random = torch.randint(1, d_vocab, (n, length), generator=gen)
     has_bos = torch.rand(n, generator=gen) < p_bos
-    period = torch.randint(min_period, max_period + 1, (n,), generator=gen)
+    if len(allowed) == max_period - min_period + 1:
+        period = torch.randint(min_period, max_period + 1, (n,), generator=gen)
+    else:
+        period = torch.tensor(allowed)[torch.randint(0, len(allowed), (n,), generator=gen)]
     room = length - has_bos.long() - 2 * period  # >= 0
     prefix = torch.where(torch.rand(n, generator=gen) < p_prefix,
                          (torch.rand(n, generator=gen) * (room + 1)).long().clamp(max=room), 0)
