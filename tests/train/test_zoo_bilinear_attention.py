@@ -1,6 +1,6 @@
-"""The bundled fully bilinear model: its card's held-out metrics recompute, it does induction at the
-periods it was trained on (9-16) and not at the shorter ones its card says it fails (4, 8), and its
-logits decompose with nothing frozen."""
+"""The bundled fully bilinear model: its card's held-out metrics recompute, it does induction at every
+period 2-16 (the card's grid and the periods off it) and not at the longer ones its card says it fails
+(24, 32), and its logits decompose with nothing frozen."""
 
 import json
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from hooked_bilinear.circuits import Target, decompose
 from hooked_bilinear.loading import load_pretrained
 from hooked_bilinear.train.recipes import INDUCTION_EVAL_SEED
-from hooked_bilinear.train.recipes_attention import HALF, PERIODS
+from hooked_bilinear.train.recipes_attention import HALF, LONGER, PERIODS
 from hooked_bilinear.train.tasks import induction_metrics, repeated_tokens
 from hooked_bilinear.zoo import ZOO_DIR, list_zoo
 
@@ -52,18 +52,25 @@ def test_card_metrics_recomputed(model):
     assert (cfg.attention, cfg.normalization_type, cfg.attn_bias, cfg.attn_only) == ("bilinear", "Scale", False, True)
     held_out = repeated_tokens(1000, HALF, 64, seed=INDUCTION_EVAL_SEED)
     metrics = induction_metrics(model, held_out)
-    for h in PERIODS:  # the card's per-period numbers, recomputed without the training code
+    for h in PERIODS + LONGER:  # the card's per-period numbers, recomputed without the training code
         metrics.update(repeat_scores(model, canonical(200, h, seed=INDUCTION_EVAL_SEED + h), h))
     expected = card()["metrics"]
     assert set(metrics) == set(expected)
     for key, value in metrics.items():
         assert value == pytest.approx(expected[key], abs=1e-3), key
     assert metrics["loss_first_half"] > 3.5  # random tokens: ln(63) = 4.14
-    for h in (12, 16):  # trained periods: the repeat is predicted far above chance (1/63)
-        assert metrics[f"repeated_accuracy_period{h}"] > 0.4, h
-        assert metrics[f"loss_repeated_half_period{h}"] < metrics["loss_first_half"] - 1.0, h
-    for h in (4, 8):  # shorter than any training period: at chance, as the card states
-        assert metrics[f"repeated_accuracy_period{h}"] < 0.05, h
+    for h in PERIODS:  # every trained period: the repeat is predicted far above chance (1/63)
+        assert metrics[f"repeated_accuracy_period{h}"] > 0.7, h
+        assert metrics[f"loss_repeated_half_period{h}"] < metrics["loss_first_half"] - 1.5, h
+    for h in LONGER:  # longer than its training rows: near chance, as the card states
+        assert metrics[f"repeated_accuracy_period{h}"] < 0.1, h
+
+
+@pytest.mark.parametrize("period", [6, 9, 10, 13, 14, 15])
+def test_induction_at_periods_off_the_cards_grid(model, period):
+    """'Every period 2-16': the periods the card does not list, on fresh sequences (another seed)."""
+    scores = repeat_scores(model, canonical(200, period, seed=777 + period), period)
+    assert scores[f"repeated_accuracy_period{period}"] > 0.7
 
 
 def test_listed_small_and_carded():
