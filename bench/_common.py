@@ -89,10 +89,20 @@ def rss_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def tag_threads(rows: list[dict]) -> list[dict]:
+    """Record on every row the intra-op thread count it was measured with."""
+    for r in rows:
+        r["threads"] = torch.get_num_threads()
+    return rows
+
+
 def main(doc: str, run: Callable[[bool], list[dict]], columns: list[str], *header: str) -> None:
     """The command line of a benchmark module: `--quick`, then its table."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     print(machine(), *header)
     print_table(run(args.quick), columns)

@@ -57,7 +57,8 @@ def _status_kb(field: str) -> int:
     raise KeyError(field)
 
 
-def _reset_peak() -> bool:
+def reset_peak() -> bool:
+    """Reset this process's peak RSS (VmHWM) through /proc/self/clear_refs; False where that is not allowed."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -96,7 +97,7 @@ def _worker() -> None:
     specs = json.loads(sys.stdin.read())
     models: dict[str, tuple] = {}
     results = []
-    can_reset = _reset_peak()
+    can_reset = reset_peak()
     torch.set_grad_enabled(False)
     for spec in specs:
         key = json.dumps(spec["model"], sort_keys=True)
@@ -127,7 +128,7 @@ def _worker() -> None:
         if can_reset:
             fn()  # warm-up: one-time allocations (thread pools, lazy init) are not the call's cost
             gc.collect()
-            _reset_peak()
+            reset_peak()
             before = _status_kb("VmRSS")
             out = fn()
             peak = _status_kb("VmHWM")

@@ -34,6 +34,7 @@ def worker(threads: int, repeats: int) -> dict:
 
     sys.path.insert(0, str(BENCH))
     from _common import rss_kb, time_interleaved
+    from _memory import reset_peak
     from forward import build, faults_per_call
 
     from hooked_bilinear import allocator
@@ -56,7 +57,7 @@ def worker(threads: int, repeats: int) -> dict:
             r1 = resource.getrusage(resource.RUSAGE_SELF)
             cpu[k] = (r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime)
         process_peak, idle = rss_kb("VmHWM"), rss_kb("VmRSS")  # nothing alive but the model and the tokens
-        reset = _reset_peak()
+        reset = reset_peak()
         before = rss_kb("VmRSS")
         out = model.run_with_cache(tokens)
         peak = rss_kb("VmHWM") - before
@@ -66,15 +67,6 @@ def worker(threads: int, repeats: int) -> dict:
     return {"times": times, "faults": faults, "cpu": cpu, "peak_kb": peak, "after_kb": after, "peak_reset": reset,
             "process_peak_kb": process_peak, "idle_kb": idle,
             "active": state.active, "reason": state.reason}
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _spawn(keep: bool, threads: int, repeats: int) -> dict:

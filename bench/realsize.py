@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _checkpoints import dooms_lm_tensors  # noqa: E402
-from _common import main, rss_kb, time_interleaved  # noqa: E402
+from _common import main, rss_kb, tag_threads, time_interleaved  # noqa: E402
 from realsize_spectra import spectra_rows  # noqa: E402
 
 L, D, HEADS, H, CTX, VOCAB, T = 16, 1024, 16, 4096, 512, 32000, 128
@@ -157,14 +157,8 @@ def run(quick: bool = False) -> list[dict]:
         for r in spectra_rows(bt, U_many.contiguous(), n_dense=2 if quick else 4, reps=1 if quick else 2):
             rows.append(r)
             _log(r)
-    for r in rows:
-        r["threads"] = torch.get_num_threads()
-    return rows
+    return tag_threads(rows)
 
 
 if __name__ == "__main__":
-    if "--threads" in sys.argv:
-        i = sys.argv.index("--threads")
-        torch.set_num_threads(int(sys.argv[i + 1]))
-        del sys.argv[i : i + 2]
     main(__doc__, run, ["case", "median_s", "baseline_s", "ratio", "target", "met", "note"])

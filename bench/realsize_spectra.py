@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import main  # noqa: E402
+from _common import main, tag_threads  # noqa: E402
 
 D, H, K = 1024, 4096, 8
 TARGETS = {"spectra": 20.0, "accuracy": 1e-4}
@@ -155,16 +155,10 @@ def run(quick: bool = False) -> list[dict]:
         rows = spectra_rows(bt, U, n_dense=2 if quick else 4, reps=1 if quick else 2)
         if FLOOR:
             rows += floor_rows(bt, U[:16])
-    for r in rows:
-        r["threads"] = torch.get_num_threads()
-    return rows
+    return tag_threads(rows)
 
 
 if __name__ == "__main__":
-    if "--threads" in sys.argv:
-        i = sys.argv.index("--threads")
-        torch.set_num_threads(int(sys.argv[i + 1]))
-        del sys.argv[i : i + 2]
     if "--floor" in sys.argv:
         sys.argv.remove("--floor")
         FLOOR = True

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import main  # noqa: E402
+from _common import main, tag_threads  # noqa: E402
 from realsize_spectra import K, TOL, count_products  # noqa: E402
 
 
@@ -97,14 +97,8 @@ def run(quick: bool = False) -> list[dict]:
                 rows.append(layer_row(f"{entry['name']} L{layer} (random, same shape)", random_like(bt), U, reps))
                 print(f"[zoo_spectra] {rows[-2]['case']}: {rows[-2]['note']}\n  random: {rows[-1]['note']}",
                       file=sys.stderr, flush=True)
-    for r in rows:
-        r["threads"] = torch.get_num_threads()
-    return rows
+    return tag_threads(rows)
 
 
 if __name__ == "__main__":
-    if "--threads" in sys.argv:
-        i = sys.argv.index("--threads")
-        torch.set_num_threads(int(sys.argv[i + 1]))
-        del sys.argv[i : i + 2]
     main(__doc__, run, ["case", "median_s", "baseline_s", "ratio", "note"])

@@ -132,3 +132,13 @@ def put_in_hub_cache(cache_dir: Path, repo_id: str, source: Path, subfolder: Opt
     (root / "refs").mkdir(exist_ok=True)
     (root / "refs" / "main").write_text(commit)
     return snapshot
+
+
+class Exploit:
+    """A pickle payload that creates the file `marker` if it is ever unpickled (loading must never run it)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))

@@ -13,6 +13,8 @@ import torch
 from hooked_bilinear.errors import CheckpointError
 from hooked_bilinear.loading import load_bilinear_attention
 
+from ._checkpoints import Exploit
+
 TOL = dict(rtol=1e-4, atol=1e-5)
 
 
@@ -173,20 +175,12 @@ def test_melephant_step_selection_and_hf_cache(tmp_path):
         load_bilinear_attention("melephant/not-downloaded", cache_dir=cache)
 
 
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))  # creates the marker file if it is ever unpickled
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("wrap", [False, True])
 def test_malicious_pickle_never_runs(tmp_path, wrap):
     marker = tmp_path / "pwned"
     sd = vpd_state()
-    sd["blocks.0.attn.q1_proj.weight"] = _Exploit(marker)
+    sd["blocks.0.attn.q1_proj.weight"] = Exploit(marker)
     blob = {"model_state_dict": sd} if wrap else sd
     (tmp_path / "model_final.pt").write_bytes(pickle.dumps(blob))
     with pytest.raises(CheckpointError, match="refused by torch.load\\(weights_only=True\\).*nothing from it was executed"):

@@ -14,6 +14,8 @@ from hooked_bilinear import HookedBilinearTransformer, Target
 from hooked_bilinear.errors import CheckpointError
 from hooked_bilinear.loading import load_bilinear_attention
 
+from ._checkpoints import Exploit
+
 TOL = dict(rtol=1e-4, atol=1e-4)  # float32 model against the float64 reference (logits of size ~5)
 CFG = {"vocab_size": 19, "n_ctx": 32, "d_model": 16, "n_head": 4, "n_layers": 2, "attn_scale": 0.7,
        "rope_base": 10000, "norm_type": "layernorm"}
@@ -166,20 +168,12 @@ def test_compiled_state_dict_in_a_training_checkpoint(tmp_path):
         assert torch.allclose(load_bilinear_attention(tmp_path)(TOKENS).double(), reference(sd, TOKENS, CFG), **TOL)
 
 
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))  # creates the marker file if it is ever unpickled
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_malicious_pickle_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     write_repo(tmp_path / "repo", steps=(5,))
     sd = make_state()
-    sd["layers.0.bn_q1.running_mean"] = _Exploit(marker)
+    sd["layers.0.bn_q1.running_mean"] = Exploit(marker)
     path = tmp_path / "repo" / "checkpoints" / "step_000005.pt"
     path.write_bytes(pickle.dumps(sd))
     with pytest.raises(CheckpointError, match="refused by torch.load\\(weights_only=True\\).*nothing from it was executed"):

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from hooked_bilinear import CheckpointError
 from hooked_bilinear.loading import load_pretrained
 
-from ._checkpoints import put_in_hub_cache, write_2024_06, write_2024_10
+from ._checkpoints import Exploit, put_in_hub_cache, write_2024_06, write_2024_10
 
 
 def _rewrite(folder, edit):
@@ -133,20 +133,12 @@ def test_invalid_hub_id():
         load_pretrained("not a valid id!")
 
 
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))  # creates the marker file when unpickled
-
-
 @pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pt"])
 def test_pickle_is_never_unpickled(name, tmp_path, cache_dir):
     marker = tmp_path / "pwned"
     folder = write_2024_10(tmp_path / "c")
     (folder / "model.safetensors").unlink()
-    (folder / name).write_bytes(pickle.dumps({"transformer.wte.weight": _Exploit(marker)}))
+    (folder / name).write_bytes(pickle.dumps({"transformer.wte.weight": Exploit(marker)}))
     with pytest.raises(CheckpointError, match="refusing to unpickle"):
         _load(folder)
     with pytest.raises(CheckpointError, match="refusing to unpickle"):
