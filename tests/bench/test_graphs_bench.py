@@ -42,7 +42,9 @@ def _restore_threads():
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak RSS needs Linux /proc/self/clear_refs")
 def test_one_case_measures_sweeps_memory_and_rows(graphs_bench):
     spec = {"model": "induction-2l", "n": 17, "max_nodes": [6], "repeats": 1}
-    res = graphs_bench._child(spec)
+    # in a fresh process, as the bench runs it: this one may already keep freed memory (hooked_bilinear.allocator,
+    # set by any earlier run_with_cache), which would hide the peak-RSS deltas
+    res = graphs_bench.run_case(spec, timeout=600)
     (case,) = res["cases"]
     # rows = the logit targets plus the neuron rows asked for (the model has 2 x 17 x 128 neurons)
     assert case["rows"] == case["targets"] + 6
