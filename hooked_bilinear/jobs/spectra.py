@@ -25,6 +25,7 @@ from torch import Tensor
 
 from hooked_bilinear.errors import JobError
 from hooked_bilinear.jobs.base import Job, load_model
+from hooked_bilinear.tensor.block_krylov import SOLVER_VERSION
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -145,7 +146,7 @@ class SpectraJob(Job):
         return {"model": self.model_name, "directions": self.directions, "directions_digest": _digest(self.U),
                 "n_directions": self.n, "layers": self.layers, "k": self.k, "chunk": self.chunk,
                 "vectors": self.vectors, "method": self.method, "tol": self.tol, "seed": self.seed,
-                "dtype": str(self.U.dtype).removeprefix("torch.")}
+                "dtype": str(self.U.dtype).removeprefix("torch."), "solver": SOLVER_VERSION}
 
     def units(self) -> list[str]:
         return [f"L{layer:03d}-D{s:07d}" for layer in self.layers for s in range(0, self.n, self.chunk)]

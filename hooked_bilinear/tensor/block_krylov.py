@@ -28,6 +28,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+# Bumped whenever the solver's results change numerically (stopping rule, blocks, restarts): a sharded
+# spectra job records it, so a folder started with another version is not resumed into mixed results.
+SOLVER_VERSION = "block-krylov/2: eigenvalue-bound stopping, start-count rule"
+
 from hooked_bilinear.tensor._krylov_steps import error_bounds, needs_more_starts, orthonormal_block
 from hooked_bilinear.tensor.eigen import sort_by_magnitude
 

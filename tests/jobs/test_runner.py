@@ -111,6 +111,13 @@ def test_bad_inputs_are_refused_and_change_nothing(tmp_path):
         jobs.run(SpectraJob(MODEL, k=3, chunk=32, layers="0"), str(out), progress=False)
     assert _files(out) == before
     manifest = json.loads((out / "manifest.json").read_text())
+    # a folder started by an older spectra solver (no "solver" in its params) is not resumed into mixed results
+    old_params = {k: v for k, v in manifest["params"].items() if k != "solver"}
+    (out / "manifest.json").write_text(json.dumps(dict(manifest, params=old_params)))
+    before = _files(out)
+    with pytest.raises(JobError, match="manifest of another job.*solver"):
+        jobs.run(SpectraJob(MODEL, k=2, chunk=32, layers="0"), str(out), progress=False)
+    assert _files(out) == before
     (out / "manifest.json").write_text(json.dumps(dict(manifest, world_size=2)))
     before = _files(out)
     with pytest.raises(JobError, match="started with world size 2 but this run has 1"):
