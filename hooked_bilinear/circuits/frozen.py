@@ -31,6 +31,7 @@ class FoldedLayer:
     W_V: Float[Tensor, "n_heads d_model d_head"]
     W_O: Float[Tensor, "n_heads d_head d_model"]
     b_O: Float[Tensor, " d_model"]
+    b_V: Float[Tensor, "n_heads d_head"]  # the value bias β = b_V + ln1.b W_V, folded into b_O above
     W_l: Optional[Float[Tensor, "d_model d_mlp"]] = None  # W_l'' (the model's own tensor when nothing folds in)
     W_r: Optional[Float[Tensor, "d_model d_mlp"]] = None
     b_l: Optional[Float[Tensor, " d_mlp"]] = None
@@ -114,6 +115,7 @@ def fold_weights(model, dtype: Optional[torch.dtype] = None) -> Folded:
             W_V=_fold_rows(W_V, w1, _centers(block.ln1)),
             W_O=W_O,
             b_O=cast(attn.b_O) + torch.einsum("he,hed->d", b_V, W_O),
+            b_V=b_V,
         )
         if not cfg.attn_only:
             mlp = block.mlp

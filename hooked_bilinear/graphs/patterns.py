@@ -54,16 +54,6 @@ class QKView:
         return self.values + self.b_V[:, None]
 
 
-def value_biases(model, dtype: torch.dtype, device) -> list[Tensor]:
-    """Per block the value bias `β = b_V + ln1.b W_V` [H, dh] that v adds at every position."""
-    out = []
-    for block in model.blocks:
-        attn = block.attn
-        _, b1 = _norm_params(block.ln1, model.cfg.d_model, dtype, device)
-        out.append(attn.b_V.detach().to(dtype) + torch.einsum("d,hde->he", b1, attn.W_V.detach().to(dtype)))
-    return out
-
-
 def unfold_value_biases(model, folded: Folded) -> Folded:
     """`folded` with `b_O` back to the model's own: `fold_weights` adds `Σ_h β_h W_O_h`, exact only when
     every pattern row sums to 1. For softmax-free attention the value bias is a term of its own
@@ -89,7 +79,6 @@ def _rope(x: Tensor, cos: Optional[Tensor], sin: Optional[Tensor], transpose: bo
 def qk_views(model, folded, x_pre: list[Tensor], s1: list[Tensor]) -> list[QKView]:
     """Per block, the folded QK weights and the replayed q/k/v of one prompt (x_pre: resid_pre [n, d])."""
     dtype = folded.W_E.dtype
-    betas = value_biases(model, dtype, folded.W_E.device)
     out = []
     for l, block in enumerate(model.blocks):
         attn, d = block.attn, model.cfg.d_model
@@ -106,7 +95,7 @@ def qk_views(model, folded, x_pre: list[Tensor], s1: list[Tensor]) -> list[QKVie
             b[name] = getattr(attn, f"b_{name}").detach().to(dtype) + torch.einsum("d,hde->he", b1, Wr)
             rot[name] = _rope(torch.einsum("nd,hde->hne", y, W[name]) + b[name][:, None], cos, sin)
         values = torch.einsum("nd,hde->hne", y, folded.layers[l].W_V)
-        out.append(QKView(W, b, rot, values, betas[l], cos, sin, float(model.cfg.attn_scale)))
+        out.append(QKView(W, b, rot, values, folded.layers[l].b_V, cos, sin, float(model.cfg.attn_scale)))
     return out
 
 

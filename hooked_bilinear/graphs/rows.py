@@ -86,12 +86,10 @@ def prompt_run(run: FrozenRun, b: int, basis: Optional[dict] = None, model=None)
     """Slice prompt `b` out of a frozen run and replay the MLP branches from its real resid_pre."""
     f = run.folded
     bilinear = model is not None and getattr(model.cfg, "attention", "softmax") == "bilinear"
-    beta = None
     if bilinear:  # A's rows do not sum to 1: the value bias stays in v, not in b_O (graphs/patterns.py)
-        from hooked_bilinear.graphs.patterns import unfold_value_biases, value_biases
+        from hooked_bilinear.graphs.patterns import unfold_value_biases
 
         f = unfold_value_biases(model, f)
-        beta = value_biases(model, f.W_E.dtype, f.W_E.device)
     a_s, b_s, h_s, real = [], [], [], []
     for l, L in enumerate(f.layers):
         if not L.has_mlp:
@@ -99,8 +97,8 @@ def prompt_run(run: FrozenRun, b: int, basis: Optional[dict] = None, model=None)
             continue
         x = run.resid[l][b]
         v = torch.einsum("nd,hde->hne", x / run.scale1[l][b], L.W_V)
-        if beta is not None:
-            v = v + beta[l][:, None]
+        if bilinear:
+            v = v + L.b_V[:, None]
         heads = torch.einsum("hne,hed->nd", run.patterns[l][b] @ v, L.W_O)
         mid = x + heads + L.b_O
         y = mid / run.scale2[l][b]
