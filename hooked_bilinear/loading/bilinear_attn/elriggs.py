@@ -22,6 +22,7 @@ from torch import Tensor
 
 from hooked_bilinear.config import HookedBilinearConfig
 from hooked_bilinear.errors import CheckpointError
+from hooked_bilinear.loading.bilinear_attn._heads import per_head_in, per_head_out
 from hooked_bilinear.loading.formats._base import Converted, TensorReader, config_value
 
 NAME = "elriggs-attentionlm"
@@ -115,11 +116,11 @@ def convert(state: dict[str, Tensor], config: dict[str, Any], source: str, *, n_
             b = r.take_optional(p + f"{theirs}.bias", (d,))  # nn.Linear(bias=False) in the no-bias runs
             W, b = _fold_batchnorm(r, p + f"bn_{theirs}.", W, W.new_zeros(d) if b is None else b, source)  # float64
             ours = theirs.upper()
-            out[q + f"W_{ours}"] = W.view(H, e, d).transpose(1, 2)
+            out[q + f"W_{ours}"] = per_head_in(W, H)
             out[q + f"b_{ours}"] = b.view(H, e)
-        out[q + "W_V"] = r.take(p + "v.weight", (d, d)).view(H, e, d).transpose(1, 2)
+        out[q + "W_V"] = per_head_in(r.take(p + "v.weight", (d, d)), H)
         out[q + "b_V"] = W_E.new_zeros(H, e)
-        out[q + "W_O"] = r.take(p + "o.weight", (d, d)).double().view(d, H, e).permute(1, 2, 0) * c["attn_scale"]
+        out[q + "W_O"] = per_head_out(r.take(p + "o.weight", (d, d)).double(), H) * c["attn_scale"]
         out[q + "b_O"] = W_E.new_zeros(d)
     norm = {"layernorm": "LN", "rmsnorm": "RMS", "none": None}[c["norm_type"]]
     if norm is not None:

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from hooked_bilinear.config import HookedBilinearConfig
 from hooked_bilinear.errors import CheckpointError
+from hooked_bilinear.loading.bilinear_attn._heads import per_head_in, per_head_out
 from hooked_bilinear.loading.formats._base import Converted, TensorReader, config_value
 
 NAME = "melephant-attentionlm"
@@ -80,10 +81,10 @@ def convert(state: dict[str, Tensor], config: dict[str, Any], source: str, *, n_
     for i in range(L):
         p, q = f"layers.{i}.", f"blocks.{i}.attn."
         for ours, theirs in (("Q1", "q1"), ("K1", "k1"), ("Q2", "q2"), ("K2", "k2"), ("V", "v")):
-            out[q + f"W_{ours}"] = r.take(p + f"{theirs}.weight", (d, d)).view(H, e, d).transpose(1, 2)
+            out[q + f"W_{ours}"] = per_head_in(r.take(p + f"{theirs}.weight", (d, d)), H)
             b = r.take(p + f"{theirs}.bias", (d,)) if (bias_qk and ours != "V") else W_E.new_zeros(d)
             out[q + f"b_{ours}"] = b.view(H, e)
-        out[q + "W_O"] = r.take(p + "o.weight", (d, d)).view(d, H, e).permute(1, 2, 0) * scale
+        out[q + "W_O"] = per_head_out(r.take(p + "o.weight", (d, d)), H) * scale
         out[q + "b_O"] = W_E.new_zeros(d)
     s = final_scale(r, source)
     W_U = r.take("unembed.weight", (V, d))
